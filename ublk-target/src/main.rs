@@ -1,0 +1,1 @@
+fn main() { eprintln!("udrbd: not yet built"); std::process::exit(1); }
