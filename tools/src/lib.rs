@@ -1,1 +1,4 @@
-//! Placeholder: filled in by its issue.
+//! The administrator's tools: `udrbdadm` (drbdadm-compatible) and `udrbdmeta` (drbdmeta-compatible).
+
+pub mod adm;
+pub mod meta;

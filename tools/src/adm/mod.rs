@@ -1,0 +1,1 @@
+//! `udrbdadm`: placeholder until the config and daemon issues fill it.

@@ -1,0 +1,1 @@
+//! `udrbdmeta`: placeholder until the metadata issue fills it.

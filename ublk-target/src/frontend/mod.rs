@@ -1,0 +1,1 @@
+//! The ublk frontend: placeholder until the VM-lab and ublk issues fill it.

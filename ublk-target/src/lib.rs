@@ -1,0 +1,3 @@
+//! The `udrbd` daemon: the only crate with real I/O.
+
+pub mod frontend;
