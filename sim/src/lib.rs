@@ -1,1 +1,4 @@
-//! Placeholder: filled in by its issue.
+//! udrbd-sim: a deterministic simulator for the udrbd engine (TigerBeetle VOPR style).
+pub mod disk;
+pub mod net;
+pub mod prng;
