@@ -26,7 +26,9 @@ impl NodeClock {
         }
         let l = i128::from(local_ns - self.offset_ns);
         let denominator = PPM + i128::from(self.drift_ppm);
-        let mut g = u64::try_from((l * PPM) / denominator).unwrap_or(u64::MAX).saturating_sub(2);
+        let mut g = u64::try_from((l * PPM) / denominator)
+            .unwrap_or(u64::MAX)
+            .saturating_sub(2);
         // The division rounds; step forward to the first exact instant (a handful of steps).
         while self.local(g) < local_ns {
             g += 1;
@@ -42,7 +44,10 @@ mod tests {
     #[test]
     fn local_is_monotonic_and_global_at_inverts_it() {
         for drift_ppm in [-500, -1, 0, 1, 37, 500] {
-            let c = NodeClock { offset_ns: 123_456_789, drift_ppm };
+            let c = NodeClock {
+                offset_ns: 123_456_789,
+                drift_ppm,
+            };
             let mut last = 0;
             for g in [0u64, 1, 999, 1_000_000, 5_000_000_000, 86_400_000_000_000] {
                 let l = c.local(g);
@@ -60,9 +65,15 @@ mod tests {
 
     #[test]
     fn drift_changes_elapsed_time() {
-        let fast = NodeClock { offset_ns: 0, drift_ppm: 100 };
+        let fast = NodeClock {
+            offset_ns: 0,
+            drift_ppm: 100,
+        };
         assert_eq!(fast.local(1_000_000_000), 1_000_100_000);
-        let slow = NodeClock { offset_ns: 5, drift_ppm: -100 };
+        let slow = NodeClock {
+            offset_ns: 5,
+            drift_ppm: -100,
+        };
         assert_eq!(slow.local(1_000_000_000), 999_900_005);
     }
 }

@@ -32,8 +32,15 @@ pub struct DiskFaults {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskOp {
-    Read { offset: u64, len: u64 },
-    Write { offset: u64, data: Vec<u8>, fua: bool },
+    Read {
+        offset: u64,
+        len: u64,
+    },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
     Flush,
 }
 
@@ -90,7 +97,7 @@ pub struct DiskStats {
 
 impl<T: Clone> SimDisk<T> {
     pub fn new(size_bytes: u64, faults: DiskFaults, prng: Prng) -> SimDisk<T> {
-        assert!(size_bytes % SECTOR_BYTES == 0);
+        assert!(size_bytes.is_multiple_of(SECTOR_BYTES));
         assert!(faults.latency_min_ns <= faults.latency_max_ns);
         SimDisk {
             size_bytes,
@@ -125,14 +132,21 @@ impl<T: Clone> SimDisk<T> {
             DiskOp::Write { offset, data, .. } => (*offset, data.len() as u64),
             DiskOp::Flush => return true,
         };
-        offset % SECTOR_BYTES == 0
-            && len % SECTOR_BYTES == 0
-            && offset.checked_add(len).is_some_and(|end| end <= self.size_bytes)
+        offset.is_multiple_of(SECTOR_BYTES)
+            && len.is_multiple_of(SECTOR_BYTES)
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.size_bytes)
     }
 
     pub fn submit(&mut self, now_ns: u64, tag: T, op: DiskOp) {
-        assert!(self.op_in_bounds(&op), "disk op out of bounds or unaligned: {op:?}");
-        let latency = self.prng.range(self.faults.latency_min_ns, self.faults.latency_max_ns);
+        assert!(
+            self.op_in_bounds(&op),
+            "disk op out of bounds or unaligned: {op:?}"
+        );
+        let latency = self
+            .prng
+            .range(self.faults.latency_min_ns, self.faults.latency_max_ns);
         let fails = match op {
             DiskOp::Read { .. } => self.prng.chance(self.faults.read_error_ppm),
             DiskOp::Write { .. } => self.prng.chance(self.faults.write_error_ppm),
@@ -217,7 +231,9 @@ impl<T: Clone> SimDisk<T> {
     fn flush_up_to(&mut self, seq: u64) {
         let sectors: Vec<u64> = self.cache.keys().copied().collect();
         for sector in sectors {
-            let Some(versions) = self.cache.get_mut(&sector) else { continue };
+            let Some(versions) = self.cache.get_mut(&sector) else {
+                continue;
+            };
             let Some(newest_covered) = versions.iter().rposition(|(s, _)| *s <= seq) else {
                 continue;
             };
@@ -242,7 +258,7 @@ impl<T: Clone> SimDisk<T> {
 
     /// What a read issued now would return (cache included).
     pub fn read_visible(&self, offset: u64, len: u64) -> Vec<u8> {
-        assert!(offset % SECTOR_BYTES == 0 && len % SECTOR_BYTES == 0);
+        assert!(offset.is_multiple_of(SECTOR_BYTES) && len.is_multiple_of(SECTOR_BYTES));
         let mut out = vec![0u8; len as usize];
         for (i, chunk) in out.chunks_mut(SECTOR_BYTES as usize).enumerate() {
             let sector = offset / SECTOR_BYTES + i as u64;
@@ -274,7 +290,12 @@ impl<T: Clone> SimDisk<T> {
 
     /// Sectors that may hold non-zero visible data, in order (for whole-disk comparisons).
     pub fn touched_sectors(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut keys: Vec<u64> = self.durable.keys().chain(self.cache.keys()).copied().collect();
+        let mut keys: Vec<u64> = self
+            .durable
+            .keys()
+            .chain(self.cache.keys())
+            .copied()
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         keys.into_iter()
@@ -313,7 +334,9 @@ impl<T: Clone> SimDisk<T> {
 
     /// Test and set-up helper: writes straight to the medium, bypassing latency and the cache.
     pub fn write_durable_now(&mut self, offset: u64, data: &[u8]) {
-        assert!(offset % SECTOR_BYTES == 0 && data.len() as u64 % SECTOR_BYTES == 0);
+        assert!(
+            offset.is_multiple_of(SECTOR_BYTES) && (data.len() as u64).is_multiple_of(SECTOR_BYTES)
+        );
         assert!(offset + data.len() as u64 <= self.size_bytes);
         for (i, chunk) in data.chunks(SECTOR_BYTES as usize).enumerate() {
             let sector = offset / SECTOR_BYTES + i as u64;
@@ -334,7 +357,11 @@ mod tests {
     use super::*;
 
     fn disk() -> SimDisk<u32> {
-        let faults = DiskFaults { latency_min_ns: 10, latency_max_ns: 100, ..Default::default() };
+        let faults = DiskFaults {
+            latency_min_ns: 10,
+            latency_max_ns: 100,
+            ..Default::default()
+        };
         SimDisk::new(64 * SECTOR_BYTES, faults, Prng::new(42))
     }
 
@@ -349,10 +376,28 @@ mod tests {
     #[test]
     fn completed_write_is_visible_but_lost_on_crash_without_flush() {
         let mut d = disk();
-        d.submit(0, 1, DiskOp::Write { offset: 0, data: fill(0xaa, 2), fua: false });
-        assert_eq!(d.read_visible(0, 1024), fill(0, 2), "not visible before completion");
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(0xaa, 2),
+                fua: false,
+            },
+        );
+        assert_eq!(
+            d.read_visible(0, 1024),
+            fill(0, 2),
+            "not visible before completion"
+        );
         let c = run_all(&mut d);
-        assert_eq!(c, vec![Completion { tag: 1, result: DiskResult::Written }]);
+        assert_eq!(
+            c,
+            vec![Completion {
+                tag: 1,
+                result: DiskResult::Written
+            }]
+        );
         assert_eq!(d.read_visible(0, 1024), fill(0xaa, 2));
         assert_eq!(d.read_durable(0, 1024), fill(0, 2));
         assert!(d.crash().is_empty());
@@ -362,12 +407,36 @@ mod tests {
     #[test]
     fn flush_makes_earlier_completed_writes_durable_but_not_later_ones() {
         let mut d = disk();
-        d.submit(0, 1, DiskOp::Write { offset: 0, data: fill(1, 1), fua: false });
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(1, 1),
+                fua: false,
+            },
+        );
         run_all(&mut d);
         d.submit(1000, 2, DiskOp::Flush);
         // Completes after the flush was submitted: not covered by it.
-        d.submit(1000, 3, DiskOp::Write { offset: 0, data: fill(2, 1), fua: false });
-        d.submit(1000, 4, DiskOp::Write { offset: 512, data: fill(3, 1), fua: false });
+        d.submit(
+            1000,
+            3,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(2, 1),
+                fua: false,
+            },
+        );
+        d.submit(
+            1000,
+            4,
+            DiskOp::Write {
+                offset: 512,
+                data: fill(3, 1),
+                fua: false,
+            },
+        );
         let tags: Vec<u32> = run_all(&mut d).into_iter().map(|c| c.tag).collect();
         assert_eq!(tags.len(), 3);
         assert_eq!(d.read_visible(0, 1024), [fill(2, 1), fill(3, 1)].concat());
@@ -378,13 +447,37 @@ mod tests {
     #[test]
     fn flush_keeps_newest_covered_version_when_a_later_write_is_cached() {
         let mut d = disk();
-        d.submit(0, 1, DiskOp::Write { offset: 0, data: fill(1, 1), fua: false });
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(1, 1),
+                fua: false,
+            },
+        );
         run_all(&mut d);
-        d.submit(1000, 2, DiskOp::Write { offset: 0, data: fill(2, 1), fua: false });
+        d.submit(
+            1000,
+            2,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(2, 1),
+                fua: false,
+            },
+        );
         run_all(&mut d);
         // Submitted after write 2 completed, so it covers both; a later write 3 is not covered.
         d.submit(2000, 3, DiskOp::Flush);
-        d.submit(2000, 4, DiskOp::Write { offset: 0, data: fill(3, 1), fua: false });
+        d.submit(
+            2000,
+            4,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(3, 1),
+                fua: false,
+            },
+        );
         let c = d.poll(u64::MAX);
         // Whatever the completion order, write 4 completed after the flush was submitted.
         assert_eq!(c.len(), 2);
@@ -396,7 +489,15 @@ mod tests {
     #[test]
     fn fua_write_is_durable_on_completion() {
         let mut d = disk();
-        d.submit(0, 1, DiskOp::Write { offset: 512, data: fill(7, 1), fua: true });
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 512,
+                data: fill(7, 1),
+                fua: true,
+            },
+        );
         run_all(&mut d);
         d.crash();
         assert_eq!(d.read_visible(512, 512), fill(7, 1));
@@ -407,9 +508,21 @@ mod tests {
         let mut torn_some = false;
         let mut kept_some = false;
         for seed in 0..32 {
-            let faults = DiskFaults { latency_min_ns: 10, latency_max_ns: 10, ..Default::default() };
+            let faults = DiskFaults {
+                latency_min_ns: 10,
+                latency_max_ns: 10,
+                ..Default::default()
+            };
             let mut d: SimDisk<u32> = SimDisk::new(64 * SECTOR_BYTES, faults, Prng::new(seed));
-            d.submit(0, 9, DiskOp::Write { offset: 0, data: fill(0x5a, 16), fua: false });
+            d.submit(
+                0,
+                9,
+                DiskOp::Write {
+                    offset: 0,
+                    data: fill(0x5a, 16),
+                    fua: false,
+                },
+            );
             assert_eq!(d.crash(), vec![9]);
             assert!(d.poll(u64::MAX).is_empty(), "a crashed op never completes");
             let after = d.read_visible(0, 16 * SECTOR_BYTES);
@@ -435,8 +548,23 @@ mod tests {
             write_error_ppm: 1_000_000,
         };
         let mut d: SimDisk<u32> = SimDisk::new(64 * SECTOR_BYTES, faults, Prng::new(1));
-        d.submit(0, 1, DiskOp::Write { offset: 0, data: fill(1, 1), fua: true });
-        d.submit(0, 2, DiskOp::Read { offset: 0, len: 512 });
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 0,
+                data: fill(1, 1),
+                fua: true,
+            },
+        );
+        d.submit(
+            0,
+            2,
+            DiskOp::Read {
+                offset: 0,
+                len: 512,
+            },
+        );
         let c = run_all(&mut d);
         assert!(c.iter().all(|c| c.result == DiskResult::Error));
         assert_eq!(d.read_visible(0, 512), fill(0, 1));
@@ -446,7 +574,14 @@ mod tests {
     fn completions_come_in_time_order_and_respect_now() {
         let mut d = disk();
         for tag in 0..20 {
-            d.submit(0, tag, DiskOp::Read { offset: 0, len: 512 });
+            d.submit(
+                0,
+                tag,
+                DiskOp::Read {
+                    offset: 0,
+                    len: 512,
+                },
+            );
         }
         let first = d.next_completion_ns().expect("ops in flight");
         assert!(d.poll(first - 1).is_empty());
@@ -461,6 +596,14 @@ mod tests {
     #[should_panic(expected = "out of bounds")]
     fn out_of_bounds_write_is_a_caller_bug() {
         let mut d = disk();
-        d.submit(0, 1, DiskOp::Write { offset: 64 * 512, data: fill(1, 1), fua: false });
+        d.submit(
+            0,
+            1,
+            DiskOp::Write {
+                offset: 64 * 512,
+                data: fill(1, 1),
+                fua: false,
+            },
+        );
     }
 }

@@ -76,7 +76,8 @@ impl Placement {
 }
 
 fn offset(base: u64, sect: i32) -> u64 {
-    base.checked_add_signed(i64::from(sect) * 512).expect("meta-data offsets inside the device")
+    base.checked_add_signed(i64::from(sect) * 512)
+        .expect("meta-data offsets inside the device")
 }
 
 /// The superblock fields the simulator needs (spec §2).
@@ -166,7 +167,10 @@ impl Superblock {
             return Err(format!("superblock magic {:#010x} is not v08", sb.magic));
         }
         if sb.bm_bytes_per_bit != 4096 {
-            return Err(format!("bm_bytes_per_bit {} (must be 4096)", sb.bm_bytes_per_bit));
+            return Err(format!(
+                "bm_bytes_per_bit {} (must be 4096)",
+                sb.bm_bytes_per_bit
+            ));
         }
         Ok(sb)
     }
@@ -220,17 +224,28 @@ fn decode_al_block(b: &[u8]) -> Option<AlBlock> {
         n_updates: u16_at(14),
         context_size: u16_at(16),
         context_start: u16_at(18),
-        update_slots: (0..AL_UPDATES_PER_BLOCK).map(|i| u16_at(36 + 2 * i)).collect(),
-        update_extents: (0..AL_UPDATES_PER_BLOCK).map(|i| u32_at(164 + 4 * i)).collect(),
-        context: (0..AL_CONTEXT_PER_BLOCK).map(|i| u32_at(420 + 4 * i)).collect(),
+        update_slots: (0..AL_UPDATES_PER_BLOCK)
+            .map(|i| u16_at(36 + 2 * i))
+            .collect(),
+        update_extents: (0..AL_UPDATES_PER_BLOCK)
+            .map(|i| u32_at(164 + 4 * i))
+            .collect(),
+        context: (0..AL_CONTEXT_PER_BLOCK)
+            .map(|i| u32_at(420 + 4 * i))
+            .collect(),
     })
 }
 
 /// Hot extents recorded in the activity log (spec §4.4), replaying valid transactions from
 /// the oldest to the newest. Torn or never-written blocks fail the CRC and are skipped.
 pub fn al_hot_extents(area: &[u8]) -> Vec<u32> {
-    let mut blocks: Vec<AlBlock> = area.chunks(BLOCK as usize).filter_map(decode_al_block).collect();
-    let Some(first) = blocks.first().map(|b| b.tr_number) else { return Vec::new() };
+    let mut blocks: Vec<AlBlock> = area
+        .chunks(BLOCK as usize)
+        .filter_map(decode_al_block)
+        .collect();
+    let Some(first) = blocks.first().map(|b| b.tr_number) else {
+        return Vec::new();
+    };
     blocks.sort_by_key(|b| b.tr_number.wrapping_sub(first) as i32);
     let mut hot: Vec<u32> = Vec::new();
     for b in &blocks {
@@ -271,10 +286,16 @@ pub struct Attached {
 
 /// `drbdmeta apply-al` followed by reading what attach reads. Writes back durably, like the
 /// tool does, so that the disk and the engine's starting point agree.
-pub fn apply_al_and_read<T: Clone>(disk: &mut SimDisk<T>, p: &Placement) -> Result<Attached, String> {
+pub fn apply_al_and_read<T: Clone>(
+    disk: &mut SimDisk<T>,
+    p: &Placement,
+) -> Result<Attached, String> {
     let mut sb = Superblock::decode(&disk.read_visible(p.md_offset_bytes, BLOCK))?;
     if sb.al_offset_sect != p.al_offset_sect || sb.bm_offset_sect != p.bm_offset_sect {
-        return Err(format!("superblock offsets al {} bm {} differ from the placement {p:?}", sb.al_offset_sect, sb.bm_offset_sect));
+        return Err(format!(
+            "superblock offsets al {} bm {} differ from the placement {p:?}",
+            sb.al_offset_sect, sb.bm_offset_sect
+        ));
     }
     let words = p.bits().div_ceil(64);
     let bm_bytes = disk.read_visible(p.bm_offset_bytes(), (words * 8).div_ceil(512) * 512);
@@ -308,7 +329,11 @@ pub fn apply_al_and_read<T: Clone>(disk: &mut SimDisk<T>, p: &Placement) -> Resu
         sb.magic = MAGIC_08;
         disk.write_durable_now(p.md_offset_bytes, &sb.encode());
     }
-    Ok(Attached { superblock: sb, bitmap_words, replayed_extents: if clean { Vec::new() } else { hot } })
+    Ok(Attached {
+        superblock: sb,
+        bitmap_words,
+        replayed_extents: if clean { Vec::new() } else { hot },
+    })
 }
 
 /// `drbdmeta create-md` on a simulated disk; `presynced` instead leaves the state that
@@ -395,7 +420,11 @@ mod tests {
         d.write_durable_now(p.al_offset_bytes() + BLOCK, &torn);
         let a = apply_al_and_read(&mut d, &p).expect("attach");
         assert_eq!(a.replayed_extents, vec![2]);
-        let set: u64 = a.bitmap_words.iter().map(|w| u64::from(w.count_ones())).sum();
+        let set: u64 = a
+            .bitmap_words
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         assert_eq!(set, 1024);
         assert_eq!(a.bitmap_words[2 * 1024 / 64], u64::MAX);
         // apply-al leaves clean meta-data behind; a second attach finds nothing to replay.

@@ -56,7 +56,10 @@ enum Phase {
     Up,
     /// The connection is going away; node i learns it at `lost_at_ns[i]` (None: it knows).
     /// `fin[i]`: that news travels over the network (a FIN), so a partition holds it.
-    Closing { lost_at_ns: [Option<u64>; 2], fin: [bool; 2] },
+    Closing {
+        lost_at_ns: [Option<u64>; 2],
+        fin: [bool; 2],
+    },
 }
 
 pub struct Net {
@@ -133,7 +136,8 @@ impl Net {
     /// Node `n` sends bytes to its peer on `sock`. Dropped when the connection is not up (a send
     /// on a dead socket fails; the node learns about the loss separately).
     pub fn send(&mut self, now_ns: u64, from: usize, sock: Sock, bytes: Vec<u8>) {
-        let closing_sender = matches!(self.phase, Phase::Closing { lost_at_ns, .. } if lost_at_ns[from].is_some());
+        let closing_sender =
+            matches!(self.phase, Phase::Closing { lost_at_ns, .. } if lost_at_ns[from].is_some());
         if !(self.is_up() || closing_sender) || bytes.is_empty() {
             self.stats.dropped_messages += 1;
             return;
@@ -142,16 +146,29 @@ impl Net {
         self.stats.bytes += bytes.len() as u64;
         let delay = self.delay();
         let split = bytes.len() > 1 && self.prng.chance(self.faults.split_ppm);
-        let cut_at = if split { self.prng.range(1, bytes.len() as u64 - 1) as usize } else { 0 };
+        let cut_at = if split {
+            self.prng.range(1, bytes.len() as u64 - 1) as usize
+        } else {
+            0
+        };
         let queue = &mut self.queues[from][sock as usize];
         let floor = queue.back().map_or(0, |m| m.deliver_at_ns);
         let at = (now_ns + delay).max(floor);
         if split {
             let (a, b) = bytes.split_at(cut_at);
-            queue.push_back(Msg { deliver_at_ns: at, bytes: a.to_vec() });
-            queue.push_back(Msg { deliver_at_ns: at, bytes: b.to_vec() });
+            queue.push_back(Msg {
+                deliver_at_ns: at,
+                bytes: a.to_vec(),
+            });
+            queue.push_back(Msg {
+                deliver_at_ns: at,
+                bytes: b.to_vec(),
+            });
         } else {
-            queue.push_back(Msg { deliver_at_ns: at, bytes });
+            queue.push_back(Msg {
+                deliver_at_ns: at,
+                bytes,
+            });
         }
     }
 
@@ -164,7 +181,11 @@ impl Net {
             Phase::Up => {
                 // Bytes towards n are discarded (its socket is gone); bytes from n drain first.
                 self.drop_queue(peer);
-                let last = self.queues[n].iter().filter_map(|q| q.back()).map(|m| m.deliver_at_ns).max();
+                let last = self.queues[n]
+                    .iter()
+                    .filter_map(|q| q.back())
+                    .map(|m| m.deliver_at_ns)
+                    .max();
                 let fin_at = last.unwrap_or(now_ns).max(now_ns) + self.delay();
                 let mut lost_at_ns = [None, None];
                 lost_at_ns[peer] = Some(fin_at);
@@ -174,7 +195,10 @@ impl Net {
                 self.phase = Phase::Closing { lost_at_ns, fin };
             }
             Phase::Connecting { .. } => self.phase = Phase::Down,
-            Phase::Closing { mut lost_at_ns, fin } => {
+            Phase::Closing {
+                mut lost_at_ns,
+                fin,
+            } => {
                 lost_at_ns[n] = None;
                 self.drop_queue(peer);
                 self.phase = Phase::Closing { lost_at_ns, fin };
@@ -195,7 +219,10 @@ impl Net {
                 let a = now_ns + self.delay();
                 let b = now_ns + self.delay();
                 self.pending_connected = [false, false];
-                self.phase = Phase::Closing { lost_at_ns: [Some(a), Some(b)], fin: [false, false] };
+                self.phase = Phase::Closing {
+                    lost_at_ns: [Some(a), Some(b)],
+                    fin: [false, false],
+                };
             }
             Phase::Connecting { .. } => self.phase = Phase::Down,
             _ => {}
@@ -241,7 +268,13 @@ impl Net {
                 }
                 let mut next = None;
                 if !self.partitioned {
-                    next = self.queues.iter().flatten().filter_map(|q| q.front()).map(|m| m.deliver_at_ns).min();
+                    next = self
+                        .queues
+                        .iter()
+                        .flatten()
+                        .filter_map(|q| q.front())
+                        .map(|m| m.deliver_at_ns)
+                        .min();
                 }
                 if let Phase::Closing { lost_at_ns, fin } = &self.phase {
                     for i in 0..2 {
@@ -288,7 +321,9 @@ impl Net {
             for from in 0..2 {
                 for sock in 0..2 {
                     if let Some(m) = self.queues[from][sock].front() {
-                        if m.deliver_at_ns <= now_ns && best.is_none_or(|(t, _, _)| m.deliver_at_ns < t) {
+                        if m.deliver_at_ns <= now_ns
+                            && best.is_none_or(|(t, _, _)| m.deliver_at_ns < t)
+                        {
                             best = Some((m.deliver_at_ns, from, sock));
                         }
                     }
@@ -311,9 +346,17 @@ impl Net {
         // Bytes due no later than the close go first (data before FIN).
         match (best, lost) {
             (Some((t, from, sock)), l) if l.is_none_or(|(lt, _)| t <= lt) => {
-                let m = self.queues[from][sock].pop_front().expect("front seen above");
+                let m = self.queues[from][sock]
+                    .pop_front()
+                    .expect("front seen above");
                 let sock = if sock == 0 { Sock::Data } else { Sock::Meta };
-                Some((1 - from, NetEvent::Received { sock, bytes: m.bytes }))
+                Some((
+                    1 - from,
+                    NetEvent::Received {
+                        sock,
+                        bytes: m.bytes,
+                    },
+                ))
             }
             (_, Some((_, i))) => {
                 if let Phase::Closing { lost_at_ns, .. } = &mut self.phase {
@@ -329,7 +372,11 @@ impl Net {
     }
 
     fn maybe_finish_closing(&mut self, now_ns: u64) {
-        if let Phase::Closing { lost_at_ns: [None, None], .. } = self.phase {
+        if let Phase::Closing {
+            lost_at_ns: [None, None],
+            ..
+        } = self.phase
+        {
             self.drop_queue(0);
             self.drop_queue(1);
             self.phase = Phase::Down;
@@ -339,7 +386,10 @@ impl Net {
 
     fn maybe_start_connecting(&mut self, now_ns: u64) {
         if self.phase == Phase::Down && self.want[0] && self.want[1] && !self.partitioned {
-            let d = self.prng.range(self.faults.connect_delay_min_ns, self.faults.connect_delay_max_ns);
+            let d = self.prng.range(
+                self.faults.connect_delay_min_ns,
+                self.faults.connect_delay_max_ns,
+            );
             self.phase = Phase::Connecting { at_ns: now_ns + d };
         }
     }
@@ -353,7 +403,8 @@ impl Net {
     }
 
     fn delay(&mut self) -> u64 {
-        self.prng.range(self.faults.delay_min_ns, self.faults.delay_max_ns)
+        self.prng
+            .range(self.faults.delay_min_ns, self.faults.delay_max_ns)
     }
 }
 
@@ -421,7 +472,10 @@ mod tests {
         let data0: Vec<u8> = ev
             .iter()
             .filter_map(|(_, to, e)| match e {
-                NetEvent::Received { sock: Sock::Data, bytes } if *to == 1 => Some(bytes[0]),
+                NetEvent::Received {
+                    sock: Sock::Data,
+                    bytes,
+                } if *to == 1 => Some(bytes[0]),
                 _ => None,
             })
             .collect();
@@ -429,7 +483,10 @@ mod tests {
         let meta0: Vec<u8> = ev
             .iter()
             .filter_map(|(_, to, e)| match e {
-                NetEvent::Received { sock: Sock::Meta, bytes } if *to == 1 => Some(bytes[0]),
+                NetEvent::Received {
+                    sock: Sock::Meta,
+                    bytes,
+                } if *to == 1 => Some(bytes[0]),
                 _ => None,
             })
             .collect();
@@ -467,7 +524,9 @@ mod tests {
         let ev = drain(&mut n, t);
         // Both are told; both still want to connect, so a new connection comes up.
         assert_eq!(ev.len(), 4);
-        assert!(ev[..2].iter().all(|(_, _, e)| *e == NetEvent::ConnectionLost));
+        assert!(ev[..2]
+            .iter()
+            .all(|(_, _, e)| *e == NetEvent::ConnectionLost));
         assert!(ev[2..].iter().all(|(_, _, e)| *e == NetEvent::Connected));
         assert_eq!(n.connection_id(), 2);
         assert!(n.is_up());
@@ -481,8 +540,21 @@ mod tests {
         n.send(t, 1, Sock::Data, vec![8]);
         n.close(t, 0);
         let ev = drain(&mut n, t);
-        let to1: Vec<&NetEvent> = ev.iter().filter(|(_, to, _)| *to == 1).map(|(_, _, e)| e).collect();
-        assert_eq!(to1, vec![&NetEvent::Received { sock: Sock::Data, bytes: vec![7] }, &NetEvent::ConnectionLost]);
+        let to1: Vec<&NetEvent> = ev
+            .iter()
+            .filter(|(_, to, _)| *to == 1)
+            .map(|(_, _, e)| e)
+            .collect();
+        assert_eq!(
+            to1,
+            vec![
+                &NetEvent::Received {
+                    sock: Sock::Data,
+                    bytes: vec![7]
+                },
+                &NetEvent::ConnectionLost
+            ]
+        );
         // Node 0 closed, so it is not told and does not get the peer's late bytes.
         assert!(ev.iter().all(|(_, to, _)| *to == 1));
         // Once both ends know, the connection is gone; node 1's own close is then harmless.
@@ -501,7 +573,17 @@ mod tests {
         assert!(drain(&mut n, t).is_empty());
         n.set_partitioned(t + 1_000_000, false);
         let ev = drain(&mut n, t + 1_000_000);
-        assert_eq!(ev, vec![(t + 1_000_000, 1, NetEvent::Received { sock: Sock::Meta, bytes: vec![1] })]);
+        assert_eq!(
+            ev,
+            vec![(
+                t + 1_000_000,
+                1,
+                NetEvent::Received {
+                    sock: Sock::Meta,
+                    bytes: vec![1]
+                }
+            )]
+        );
     }
 
     #[test]

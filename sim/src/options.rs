@@ -106,25 +106,49 @@ impl Options {
         // Data of 1..=3 AL extents plus a little room for internal meta-data (~ 200 sectors).
         let extents = p.range(1, 3);
         let backing_sectors = extents * AL_EXTENT_SECTORS + 8 * p.range(40, 64);
-        let start = if p.chance(200_000) { Start::ForcedFullSync } else { Start::PreSynced };
+        let start = if p.chance(200_000) {
+            Start::ForcedFullSync
+        } else {
+            Start::PreSynced
+        };
         let net_delay_max_ns = [50 * US, MS, 10 * MS][p.below(3) as usize];
         let net = NetFaults {
             delay_min_ns: p.range(1, 20) * US,
             delay_max_ns: net_delay_max_ns + 20 * US,
             connect_delay_min_ns: MS,
             connect_delay_max_ns: p.range(2, 500) * MS,
-            split_ppm: if p.coin() { 0 } else { p.range(1_000, 300_000) as u32 },
+            split_ppm: if p.coin() {
+                0
+            } else {
+                p.range(1_000, 300_000) as u32
+            },
         };
         let mut disk = [DiskFaults::default(), DiskFaults::default()];
         for d in &mut disk {
             let max = [100 * US, 2 * MS, 20 * MS][p.below(3) as usize];
-            *d = DiskFaults { latency_min_ns: p.range(5, 50) * US, latency_max_ns: max + 50 * US, ..Default::default() };
+            *d = DiskFaults {
+                latency_min_ns: p.range(5, 50) * US,
+                latency_max_ns: max + 50 * US,
+                ..Default::default()
+            };
         }
         let clock = [
-            NodeClock { offset_ns: p.range(0, 1_000) * SECOND, drift_ppm: p.range(0, 400) as i32 - 200 },
-            NodeClock { offset_ns: p.range(0, 1_000) * SECOND, drift_ppm: p.range(0, 400) as i32 - 200 },
+            NodeClock {
+                offset_ns: p.range(0, 1_000) * SECOND,
+                drift_ppm: p.range(0, 400) as i32 - 200,
+            },
+            NodeClock {
+                offset_ns: p.range(0, 1_000) * SECOND,
+                drift_ppm: p.range(0, 400) as i32 - 200,
+            },
         ];
-        let w = |p: &mut Prng, base: u32, off_ppm: u32| if p.chance(off_ppm) { 0 } else { p.range(1, u64::from(base)) as u32 };
+        let w = |p: &mut Prng, base: u32, off_ppm: u32| {
+            if p.chance(off_ppm) {
+                0
+            } else {
+                p.range(1, u64::from(base)) as u32
+            }
+        };
         let weights = Weights {
             write: w(&mut p, 60, 0),
             read: w(&mut p, 30, 100_000),
@@ -171,16 +195,28 @@ impl Options {
 impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed={}", self.seed)?;
-        writeln!(f, "  backing_sectors={} start={:?} working_set_blocks={}", self.backing_sectors, self.start, self.working_set_blocks)?;
+        writeln!(
+            f,
+            "  backing_sectors={} start={:?} working_set_blocks={}",
+            self.backing_sectors, self.start, self.working_set_blocks
+        )?;
         writeln!(f, "  net={:?}", self.net)?;
         for (i, d) in self.disk.iter().enumerate() {
             writeln!(f, "  disk[{i}]={d:?} clock[{i}]={:?}", self.clock[i])?;
         }
-        writeln!(f, "  disk_error_ppm={} weights={:?}", self.disk_error_ppm, self.weights)?;
+        writeln!(
+            f,
+            "  disk_error_ppm={} weights={:?}",
+            self.disk_error_ppm, self.weights
+        )?;
         writeln!(
             f,
             "  actions={} action_gap_max_ns={} max_in_flight={} write_blocks_max={} fua_ppm={}",
-            self.actions, self.action_gap_max_ns, self.max_in_flight, self.write_blocks_max, self.fua_ppm
+            self.actions,
+            self.action_gap_max_ns,
+            self.max_in_flight,
+            self.write_blocks_max,
+            self.fua_ppm
         )?;
         write!(
             f,
@@ -196,11 +232,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_options_and_seeds_vary_the_swarm() {
-        assert_eq!(Options::from_seed(5).to_string(), Options::from_seed(5).to_string());
-        let shapes: std::collections::BTreeSet<String> = (0..50).map(|s| {
-            let o = Options::from_seed(s);
-            format!("{:?}{}", o.start, o.weights.crash == 0)
-        }).collect();
+        assert_eq!(
+            Options::from_seed(5).to_string(),
+            Options::from_seed(5).to_string()
+        );
+        let shapes: std::collections::BTreeSet<String> = (0..50)
+            .map(|s| {
+                let o = Options::from_seed(s);
+                format!("{:?}{}", o.start, o.weights.crash == 0)
+            })
+            .collect();
         assert!(shapes.len() >= 3, "the swarm should vary: {shapes:?}");
     }
 }

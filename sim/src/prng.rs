@@ -95,18 +95,24 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_different_seeds_differ() {
-        let a: Vec<u64> = (0..8).map({
-            let mut p = Prng::new(7);
-            move |_| p.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..8).map({
-            let mut p = Prng::new(7);
-            move |_| p.next_u64()
-        }).collect();
-        let c: Vec<u64> = (0..8).map({
-            let mut p = Prng::new(8);
-            move |_| p.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..8)
+            .map({
+                let mut p = Prng::new(7);
+                move |_| p.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..8)
+            .map({
+                let mut p = Prng::new(7);
+                move |_| p.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..8)
+            .map({
+                let mut p = Prng::new(8);
+                move |_| p.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
