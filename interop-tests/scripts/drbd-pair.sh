@@ -54,6 +54,8 @@ drbd_synced() { [ "$(grep -c 'cs:Connected.*ds:UpToDate/UpToDate' /proc/drbd)" -
 # DRBD's usable size, from the kernel's view of the device (sectors -> bytes).
 drbd_size_bytes() { echo $(( $(cat /sys/block/drbd$1/size) * 512 )); }
 
-drbd_data_md5() { # loop_device bytes
-    head -c "$2" "$1" | md5sum | cut -d' ' -f1
+# Direct I/O: DRBD writes the backing device with bios, which a buffered read of the block
+# device's page cache (filled by an earlier read) would not see.
+drbd_data_md5() { # device bytes
+    dd if="$1" bs=1M iflag=direct,count_bytes count="$2" status=none | md5sum | cut -d' ' -f1
 }
