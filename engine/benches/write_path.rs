@@ -1,0 +1,2 @@
+//! Placeholder replaced by the write-path bench.
+fn main() {}

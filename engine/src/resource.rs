@@ -1,0 +1,1864 @@
+//! `Resource`: one DRBD resource (one or more volumes) and its single peer. Inputs go in through
+//! `handle`/`handle_timeout`, actions come out of `poll_output`; see the crate docs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::codec::{self, cmd, dp, Frame, Reader, StreamDecoder, ID_SYNCER};
+use crate::config::{AttachedDisk, Fencing, Mutation, Protocol, ResourceConfig, VolumeOnDisk};
+use crate::epoch::RxEpochs;
+use crate::error::{Error, PeerIncompatible, PeerMisbehaved};
+use crate::handshake::{self, Agreed, ExpectAuth, Handshake, PeerSyncParams, Sizes};
+use crate::input::{AdminCommand, Input, IoErrorKind, IoId, RequestId, RequestOp, Socket, Volume};
+use crate::meta::{self, ActivityLog, AlNeed, Bitmap, SuperblockImage};
+use crate::output::{
+    AdminRefusal, LogLevel, MetaUpdate, MetaWrite, Output, RequestError, StateChange,
+};
+use crate::request::{Local, Net, ReqKind, Request, TransferLog};
+use crate::resync::{BmCursor, RateSettings, Resync, RS_EXTENT_BITS, RS_MAX_REQUEST_BITS};
+use crate::states::{ConnState, DiskState, DrbdState, Role};
+use crate::timer::{Instant, Timer, TimerTable, DECISECOND_NS, RESYNC_TICK_NS, SECOND_NS};
+use crate::uuid_compare::{
+    self as uc, CompareInput, UI_BITMAP, UI_CURRENT, UI_HISTORY_END, UI_HISTORY_START,
+};
+
+/// MDF_* superblock flags (spec drbd-metadata.md §3).
+pub const MDF_CONSISTENT: u32 = 0x001;
+pub const MDF_PRIMARY_IND: u32 = 0x002;
+pub const MDF_CONNECTED_IND: u32 = 0x004;
+pub const MDF_FULL_SYNC: u32 = 0x008;
+pub const MDF_WAS_UP_TO_DATE: u32 = 0x010;
+pub const MDF_PEER_OUT_DATED: u32 = 0x020;
+pub const MDF_CRASHED_PRIMARY: u32 = 0x040;
+pub const MDF_AL_CLEAN: u32 = 0x080;
+
+/// `enum drbd_state_rv` values we return (spec §9.4).
+pub mod rv {
+    pub const SUCCESS: i32 = 1;
+    pub const NOTHING_TO_DO: i32 = 2;
+    pub const TWO_PRIMARIES: i32 = -1;
+    pub const NO_UP_TO_DATE_DISK: i32 = -2;
+    pub const NO_LOCAL_DISK: i32 = -4;
+    pub const NO_REMOTE_DISK: i32 = -5;
+    pub const CONNECTED_OUTDATES: i32 = -6;
+    pub const PRIMARY_NOP: i32 = -7;
+    pub const RESYNC_RUNNING: i32 = -8;
+    pub const ALREADY_STANDALONE: i32 = -9;
+    pub const CW_FAILED_BY_PEER: i32 = -10;
+    pub const IS_DISKLESS: i32 = -11;
+    pub const DEVICE_IN_USE: i32 = -12;
+    pub const NEED_CONNECTION: i32 = -15;
+    pub const LOWER_THAN_OUTDATED: i32 = -16;
+    pub const IN_TRANSIENT_STATE: i32 = -18;
+    pub const CONCURRENT_ST_CHG: i32 = -19;
+}
+
+/// drbd_strings.c `drbd_state_sw_errors`.
+pub fn state_error_text(code: i32) -> &'static str {
+    match code {
+        -1 => "Multiple primaries not allowed by config",
+        -2 => "Need access to UpToDate data",
+        -4 => "Can not resync without local disk",
+        -5 => "Can not resync without remote disk",
+        -6 => "Refusing to be Outdated while Connected",
+        -7 => "Refusing to be Primary while peer is not outdated",
+        -8 => "Can not start OV/resync since it is already active",
+        -9 => "Can not disconnect a StandAlone device",
+        -10 => "State change was refused by peer node",
+        -11 => "Device is diskless, the requested operation requires a disk",
+        -12 => "Device is held open by someone",
+        -13 => "Have no net/connection configuration",
+        -15 => "Need a connection to start verify or resync",
+        -16 => "Disk state is lower than outdated",
+        -17 => "Peer does not support protocol",
+        -18 => "In transient state, retry after next state change",
+        -19 => "Concurrent state changes detected and aborted",
+        -21 => "Need a connection for a graceful disconnect/outdate peer",
+        _ => "unknown error",
+    }
+}
+
+/// A refusal of a state change, as drbdsetup reports it (exit code 11).
+pub fn state_refusal(code: i32) -> AdminRefusal {
+    AdminRefusal {
+        code,
+        text: state_error_text(code).to_string(),
+        exit_code: 11,
+    }
+}
+
+/// A refusal with a `drbd_ret_code` (≥ 100; drbdsetup exit code 10).
+pub fn ret_refusal(code: i32, text: &str) -> AdminRefusal {
+    AdminRefusal {
+        code,
+        text: text.to_string(),
+        exit_code: 10,
+    }
+}
+
+/// An attached backing device.
+#[derive(Clone, Debug)]
+struct LocalDisk {
+    d: AttachedDisk,
+    bitmap: Bitmap,
+    al: ActivityLog,
+    crashed_primary: bool,
+}
+
+/// What the peer told us about one volume.
+#[derive(Clone, Debug, Default)]
+struct PeerView {
+    uuids: Option<[u64; 4]>,
+    bits: u64,
+    flags: u64,
+    sizes: Option<Sizes>,
+}
+
+#[derive(Clone, Debug)]
+struct Device {
+    st: DrbdState,
+    ld: Option<LocalDisk>,
+    peer: PeerView,
+    /// Agreed capacity in sectors.
+    capacity: u64,
+    /// `packet_seq` for P_DATA and acks we send.
+    seq: u32,
+    rs: Resync,
+    bm_tx: BmCursor,
+    bm_rx: BmCursor,
+    consider_resync: bool,
+    /// `new_state_tmp.disk` while Negotiating.
+    negotiated_disk: DiskState,
+    /// Peer's state word was seen in this connection.
+    got_state: bool,
+}
+
+/// Why a local I/O was issued.
+#[derive(Clone, Debug)]
+enum Io {
+    App {
+        cookie: u64,
+    },
+    /// A write received from the peer (application data or resync data).
+    PeerWrite {
+        vol: u16,
+        sector: u64,
+        len: u32,
+        block_id: [u8; 8],
+        epoch: Option<u64>,
+        flags: u32,
+        resync: bool,
+    },
+    /// A read to answer the peer.
+    PeerRead {
+        vol: u16,
+        sector: u64,
+        len: u32,
+        block_id: [u8; 8],
+        reply: u16,
+    },
+    EpochFlush {
+        epoch: u64,
+    },
+    /// An empty flush from the upper layer.
+    AppFlush {
+        request: RequestId,
+        pending: u32,
+    },
+    AlTransaction {
+        vol: u16,
+        slot: usize,
+        extent: u32,
+        evicted: Option<u32>,
+    },
+    Superblock {
+        vol: u16,
+    },
+    Bitmap,
+}
+
+/// A peer write deferred because it overlaps one in flight (spec §11.5).
+#[derive(Clone, Debug)]
+struct DeferredPeerWrite {
+    io: Io,
+    data: Bytes,
+    fua: bool,
+    preflush: bool,
+}
+
+/// A state change we asked the peer to agree to.
+#[derive(Clone, Debug)]
+struct PendingChange {
+    command: AdminCommand,
+    vol: u16,
+    mask: u32,
+    val: u32,
+}
+
+pub struct Resource {
+    cfg: ResourceConfig,
+    rng: u64,
+    conn: ConnState,
+    hs: Handshake,
+    agreed: Agreed,
+    resolve_conflicts: bool,
+    discard_my_data: bool,
+    peer_discard_my_data: bool,
+    peer_params: Option<PeerSyncParams>,
+    dec: [StreamDecoder; 2],
+    devs: BTreeMap<u16, Device>,
+    out: VecDeque<Output>,
+    /// Sends held back until these meta-data writes are durable.
+    gate: BTreeSet<IoId>,
+    held: VecDeque<Output>,
+    timers: TimerTable,
+    next_io: u64,
+    ios: BTreeMap<IoId, Io>,
+    tl: TransferLog,
+    rx: RxEpochs,
+    deferred: VecDeque<DeferredPeerWrite>,
+    /// Requests waiting for a free AL slot.
+    al_waiters: VecDeque<u64>,
+    /// Resync read requests from the peer waiting for overlapping local writes.
+    rs_waiting: VecDeque<(u16, u64, u32)>,
+    pending_change: Option<PendingChange>,
+    ping_outstanding: bool,
+    /// Set by `disconnect`: after the sockets close, stay StandAlone.
+    stay_standalone: bool,
+    now: Instant,
+}
+
+impl Resource {
+    /// Builds a resource from resolved configuration and the meta-data read at attach.
+    pub fn new(
+        config: ResourceConfig,
+        on_disk: Vec<VolumeOnDisk>,
+        now: Instant,
+    ) -> Result<Resource, Error> {
+        if config.volumes.is_empty() {
+            return Err(Error::Config("a resource needs at least one volume".into()));
+        }
+        if !config.net.integrity_alg.is_empty() {
+            return Err(Error::Config(format!(
+                "data-integrity-alg {:?} is not supported",
+                config.net.integrity_alg
+            )));
+        }
+        if let Some((_, secret)) = &config.net.auth {
+            if secret.len() > 63 {
+                return Err(Error::Config(
+                    "shared-secret is longer than 63 characters".into(),
+                ));
+            }
+        }
+        let mut devs = BTreeMap::new();
+        for v in &config.volumes {
+            let ld = on_disk
+                .iter()
+                .find(|o| o.volume == *v)
+                .and_then(|o| o.disk.clone())
+                .map(|d| LocalDisk::attach(d, config.disk.al_extents));
+            let disk = ld
+                .as_ref()
+                .map(|l| l.disk_state_at_attach(config.disk.fencing))
+                .unwrap_or(DiskState::Diskless);
+            let capacity = ld
+                .as_ref()
+                .map(|l| l.initial_capacity(config.disk.u_size_sect))
+                .unwrap_or(0);
+            devs.insert(
+                v.0,
+                Device {
+                    st: DrbdState::standalone(disk),
+                    ld,
+                    peer: PeerView::default(),
+                    capacity,
+                    seq: 0,
+                    rs: Resync::default(),
+                    bm_tx: BmCursor::default(),
+                    bm_rx: BmCursor::default(),
+                    consider_resync: false,
+                    negotiated_disk: disk,
+                    got_state: false,
+                },
+            );
+        }
+        for o in &on_disk {
+            if !devs.contains_key(&o.volume.0) {
+                return Err(Error::Config(format!(
+                    "meta-data for volume {} which is not configured",
+                    o.volume.0
+                )));
+            }
+        }
+        let seed = config.rng_seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut r = Resource {
+            cfg: config,
+            rng: seed,
+            conn: ConnState::StandAlone,
+            hs: Handshake::Idle,
+            agreed: Agreed {
+                apv: 0,
+                features: 0,
+            },
+            resolve_conflicts: false,
+            discard_my_data: false,
+            peer_discard_my_data: false,
+            peer_params: None,
+            dec: [StreamDecoder::default(), StreamDecoder::default()],
+            devs,
+            out: VecDeque::new(),
+            gate: BTreeSet::new(),
+            held: VecDeque::new(),
+            timers: TimerTable::default(),
+            next_io: 1,
+            ios: BTreeMap::new(),
+            tl: TransferLog::new(0),
+            rx: RxEpochs::default(),
+            deferred: VecDeque::new(),
+            al_waiters: VecDeque::new(),
+            rs_waiting: VecDeque::new(),
+            pending_change: None,
+            ping_outstanding: false,
+            stay_standalone: false,
+            now,
+        };
+        let first_epoch = r.random() as u32;
+        r.tl = TransferLog::new(first_epoch);
+        r.rx.reset();
+        // A crashed Primary (PRIMARY_IND still set) remembers it (drbd_nl.c attach).
+        for d in r.devs.values_mut() {
+            if let Some(ld) = &mut d.ld {
+                if ld.d.flags & (MDF_PRIMARY_IND | MDF_CRASHED_PRIMARY) != 0 {
+                    ld.crashed_primary = true;
+                }
+            }
+        }
+        if r.cfg.connect_on_start {
+            r.start_connecting();
+        }
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    pub fn role(&self) -> Role {
+        self.first().st.role
+    }
+    pub fn peer_role(&self) -> Role {
+        self.first().st.peer
+    }
+    /// The connection state (volume 0's replication state once established).
+    pub fn conn_state(&self) -> ConnState {
+        if self.conn.is_established() {
+            self.first().st.conn
+        } else {
+            self.conn
+        }
+    }
+    pub fn conn_state_of(&self, v: Volume) -> Option<ConnState> {
+        self.devs.get(&v.0).map(|d| d.st.conn)
+    }
+    pub fn disk_state(&self, v: Volume) -> Option<DiskState> {
+        self.devs.get(&v.0).map(|d| d.st.disk)
+    }
+    pub fn peer_disk_state(&self, v: Volume) -> Option<DiskState> {
+        self.devs.get(&v.0).map(|d| d.st.pdsk)
+    }
+    pub fn state(&self, v: Volume) -> Option<DrbdState> {
+        self.devs.get(&v.0).map(|d| d.st)
+    }
+    /// current, bitmap, history[0], history[1] of a volume with a disk.
+    pub fn uuids(&self, v: Volume) -> Option<[u64; 4]> {
+        self.devs.get(&v.0)?.ld.as_ref().map(|l| l.d.uuids)
+    }
+    /// Out-of-sync blocks (4 KiB) of a volume.
+    pub fn out_of_sync_blocks(&self, v: Volume) -> Option<u64> {
+        self.devs.get(&v.0)?.ld.as_ref().map(|l| l.bitmap.weight())
+    }
+    /// Agreed device size in sectors.
+    pub fn capacity_sectors(&self, v: Volume) -> Option<u64> {
+        self.devs.get(&v.0).map(|d| d.capacity)
+    }
+    pub fn agreed_protocol_version(&self) -> Option<u32> {
+        (self.agreed.apv != 0).then_some(self.agreed.apv)
+    }
+    /// A snapshot for `drbdadm status`.
+    pub fn status(&self) -> Status {
+        Status {
+            name: self.cfg.name.clone(),
+            role: self.role(),
+            conn: self.conn_state(),
+            peer_role: self.peer_role(),
+            volumes: self
+                .devs
+                .iter()
+                .map(|(v, d)| VolumeStatus {
+                    volume: Volume(*v),
+                    disk: d.st.disk,
+                    peer_disk: d.st.pdsk,
+                    replication: d.st.conn,
+                    out_of_sync_kib: d.ld.as_ref().map(|l| l.bitmap.weight() * 4).unwrap_or(0),
+                    size_sectors: d.capacity,
+                    resync_total_blocks: d.rs.total,
+                })
+                .collect(),
+        }
+    }
+    /// Outputs waiting for a meta-data write to become durable (diagnostics).
+    pub fn held_outputs(&self) -> usize {
+        self.held.len()
+    }
+
+    // ---------------------------------------------------------------- inputs / outputs
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Connected { resolve_conflicts } => self.on_connected(resolve_conflicts),
+            Input::Received { socket, bytes } => self.on_received(socket, &bytes),
+            Input::ConnectionLost { timed_out } => {
+                if self.conn >= ConnState::WFConnection || self.hs != Handshake::Idle {
+                    let c = if timed_out {
+                        ConnState::Timeout
+                    } else {
+                        ConnState::BrokenPipe
+                    };
+                    self.connection_lost(c);
+                }
+            }
+            Input::DiskDone { io, result } => self.on_disk_done(io, result),
+            Input::MetaDone { io, result } => self.on_meta_done(io, result),
+            Input::Request { id, volume, op } => self.on_request(id, volume, op),
+            Input::Admin(cmd) => self.on_admin(cmd),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.timers.take_expired(Timer::Handshake, now) && self.hs != Handshake::Done {
+            self.log(LogLevel::Error, None, "Handshake timed out".into());
+            self.connection_lost(ConnState::NetworkFailure);
+        }
+        if self.timers.take_expired(Timer::PingTimeout, now) && self.ping_outstanding {
+            self.log(
+                LogLevel::Error,
+                None,
+                "PingAck did not arrive in time.".into(),
+            );
+            self.connection_lost(ConnState::NetworkFailure);
+        }
+        if self.timers.take_expired(Timer::PingInterval, now)
+            && self.conn >= ConnState::WFReportParams
+        {
+            self.send_ping();
+        }
+        if self.timers.take_expired(Timer::RequestTimeout, now) {
+            self.check_request_timeouts();
+        }
+        if self.timers.take_expired(Timer::ResyncTick, now) {
+            self.resync_tick();
+        }
+    }
+
+    // ---------------------------------------------------------------- small helpers
+
+    fn first(&self) -> &Device {
+        // Invariant: `new` refuses a resource without volumes and volumes are never removed.
+        self.devs.values().next().expect("at least one volume")
+    }
+
+    fn random(&mut self) -> u64 {
+        // splitmix64: deterministic from rng_seed.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn io_id(&mut self, what: Io) -> IoId {
+        let id = IoId(self.next_io);
+        self.next_io += 1;
+        self.ios.insert(id, what);
+        id
+    }
+
+    fn emit(&mut self, o: Output) {
+        if !self.gate.is_empty() && matches!(o, Output::Send { .. }) {
+            self.held.push_back(o);
+        } else {
+            self.out.push_back(o);
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, volume: Option<Volume>, message: String) {
+        self.out.push_back(Output::Log {
+            level,
+            volume,
+            message,
+        });
+    }
+
+    fn send(&mut self, socket: Socket, command: u16, vol: u16, payload: &[u8]) {
+        let bytes = codec::frame(self.agreed.apv, command, vol, payload);
+        self.emit(Output::Send { socket, bytes });
+    }
+
+    fn send_data_with(&mut self, command: u16, vol: u16, head: &[u8], data: &[u8]) {
+        let mut b = BytesMut::with_capacity(16 + head.len() + data.len());
+        codec::put_header(
+            &mut b,
+            self.agreed.apv,
+            command,
+            vol,
+            (head.len() + data.len()) as u32,
+        );
+        b.extend_from_slice(head);
+        b.extend_from_slice(data);
+        self.emit(Output::Send {
+            socket: Socket::Data,
+            bytes: b.freeze(),
+        });
+    }
+
+    fn next_seq(&mut self, vol: u16) -> u32 {
+        let d = self.devs.get_mut(&vol).expect("caller checked the volume");
+        d.seq = d.seq.wrapping_add(1);
+        d.seq
+    }
+
+    fn send_ack(&mut self, command: u16, vol: u16, sector: u64, block_id: [u8; 8], blksize: u32) {
+        let seq = self.next_seq(vol);
+        let mut p = BytesMut::with_capacity(24);
+        p.put_u64(sector);
+        p.extend_from_slice(&block_id);
+        p.put_u32(blksize);
+        p.put_u32(seq);
+        self.send(Socket::Meta, command, vol, &p);
+    }
+
+    /// Applies `f` to one volume's state and reports the change (kernel __drbd_set_state).
+    fn set_state(&mut self, vol: u16, f: impl FnOnce(&mut DrbdState)) {
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
+        let old = d.st;
+        let mut new = old;
+        f(&mut new);
+        // Implicit rules of the kernel's sanitize_state.
+        if new.conn < ConnState::WFReportParams {
+            new.peer = Role::Unknown;
+            if new.pdsk > DiskState::Outdated || new.pdsk == DiskState::Inconsistent {
+                new.pdsk = DiskState::DUnknown;
+            }
+        }
+        if new.disk == DiskState::Diskless {
+            if let Some(ld) = &d.ld {
+                let _ = ld;
+            }
+        }
+        if new == old {
+            return;
+        }
+        d.st = new;
+        let line = DrbdState::change_line(&old, &new);
+        self.out.push_back(Output::StateChanged(StateChange {
+            volume: Volume(vol),
+            old,
+            new,
+        }));
+        self.log(LogLevel::Info, Some(Volume(vol)), line);
+        self.after_state_change(vol, old, new);
+    }
+
+    fn set_conn_all(&mut self, c: ConnState) {
+        self.conn = c;
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        for v in vols {
+            self.set_state(v, |s| s.conn = c);
+        }
+    }
+
+    /// Side effects of a state change (drbd_state.c after_state_ch, the parts we model).
+    fn after_state_change(&mut self, vol: u16, old: DrbdState, new: DrbdState) {
+        // Lost contact to the peer's data while Primary (or peer Primary): new current UUID.
+        let lost = |o: DiskState, n: DiskState| {
+            (o >= DiskState::Inconsistent
+                && o != DiskState::DUnknown
+                && (n < DiskState::Inconsistent
+                    || n == DiskState::Outdated
+                    || n == DiskState::DUnknown))
+                || (o == DiskState::DUnknown
+                    && matches!(
+                        n,
+                        DiskState::Diskless | DiskState::Failed | DiskState::Outdated
+                    ))
+        };
+        if lost(old.pdsk, new.pdsk)
+            && (new.role == Role::Primary || new.peer == Role::Primary)
+            && new.disk >= DiskState::UpToDate
+        {
+            let bm0 = self
+                .devs
+                .get(&vol)
+                .and_then(|d| d.ld.as_ref())
+                .map(|l| l.d.uuids[UI_BITMAP] == 0)
+                .unwrap_or(false);
+            if bm0 {
+                self.new_current_uuid(vol);
+                if new.conn >= ConnState::WFReportParams {
+                    self.send_uuids(vol, 0);
+                }
+            }
+        }
+        self.update_md_flags(vol);
+        // Promotion/demotion while connected is announced with P_STATE by the caller.
+        if old.conn == ConnState::WFReportParams && new.conn >= ConnState::Connected {
+            self.send_state(vol);
+        }
+        if new.conn == ConnState::WFBitMapS && old.conn != ConnState::WFBitMapS {
+            self.send_bitmap(vol);
+        }
+        if !new.conn.is_resync() && old.conn.is_resync() {
+            self.timers_for_resync();
+        }
+    }
+
+    fn update_md_flags(&mut self, vol: u16) {
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
+        let st = d.st;
+        let Some(ld) = &mut d.ld else { return };
+        let keep = ld.d.flags
+            & !(MDF_CONSISTENT
+                | MDF_PRIMARY_IND
+                | MDF_CONNECTED_IND
+                | MDF_WAS_UP_TO_DATE
+                | MDF_PEER_OUT_DATED
+                | MDF_CRASHED_PRIMARY
+                | MDF_AL_CLEAN);
+        let mut f = keep;
+        if ld.crashed_primary {
+            f |= MDF_CRASHED_PRIMARY;
+        }
+        if st.role == Role::Primary
+            || (st.pdsk < DiskState::Inconsistent && st.peer == Role::Primary)
+        {
+            f |= MDF_PRIMARY_IND;
+        }
+        if st.conn > ConnState::WFReportParams {
+            f |= MDF_CONNECTED_IND;
+        }
+        if st.disk > DiskState::Inconsistent {
+            f |= MDF_CONSISTENT;
+        }
+        if st.disk > DiskState::Outdated {
+            f |= MDF_WAS_UP_TO_DATE;
+        }
+        if st.pdsk <= DiskState::Outdated && st.pdsk >= DiskState::Inconsistent {
+            f |= MDF_PEER_OUT_DATED;
+        }
+        if st.disk <= DiskState::Failed {
+            return;
+        }
+        if f != ld.d.flags {
+            ld.d.flags = f;
+            self.write_superblock(vol, false);
+        }
+    }
+
+    /// Persists the superblock. With `gate`, later sends wait until it is durable (the kernel's
+    /// synchronous drbd_md_sync before telling the peer).
+    fn write_superblock(&mut self, vol: u16, gate: bool) {
+        let Some(d) = self.devs.get(&vol) else { return };
+        let Some(ld) = &d.ld else { return };
+        let sb = SuperblockImage {
+            layout: &ld.d.layout,
+            la_size_sect: d.capacity,
+            uuids: ld.d.uuids,
+            device_uuid: ld.d.device_uuid,
+            flags: ld.d.flags,
+            al_nr_extents: self.cfg.disk.al_extents,
+            la_peer_max_bio_size: ld.d.la_peer_max_bio_size,
+        }
+        .encode();
+        let update = MetaUpdate::Superblock {
+            uuids: ld.d.uuids,
+            flags: ld.d.flags,
+            la_size_sect: d.capacity,
+        };
+        let io = self.io_id(Io::Superblock { vol });
+        if gate {
+            self.gate.insert(io);
+        }
+        self.out.push_back(Output::WriteMeta {
+            io,
+            volume: Volume(vol),
+            writes: vec![sb],
+            flush: true,
+            update,
+        });
+    }
+
+    /// Writes the dirty bitmap pages.
+    fn write_bitmap(&mut self, vol: u16) {
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
+        let Some(ld) = &mut d.ld else { return };
+        let pages = ld.bitmap.take_dirty();
+        if pages.is_empty() {
+            return;
+        }
+        let layout = ld.d.layout;
+        let mut writes: Vec<MetaWrite> = Vec::new();
+        let mut first_word = u64::MAX;
+        let mut all = Vec::new();
+        for (fw, words) in pages {
+            first_word = first_word.min(fw);
+            writes.push(meta::bitmap_writes(&layout, fw, &words));
+            all.push((fw, words));
+        }
+        // The semantic update covers the span of written pages.
+        let last = all
+            .last()
+            .map(|(fw, w)| fw + w.len() as u64)
+            .unwrap_or(first_word);
+        let words = self.devs[&vol]
+            .ld
+            .as_ref()
+            .map(|l| l.bitmap.words()[first_word as usize..last as usize].to_vec())
+            .unwrap_or_default();
+        let io = self.io_id(Io::Bitmap);
+        self.out.push_back(Output::WriteMeta {
+            io,
+            volume: Volume(vol),
+            writes,
+            flush: true,
+            update: MetaUpdate::Bitmap { first_word, words },
+        });
+    }
+
+    fn new_current_uuid(&mut self, vol: u16) {
+        let val = self.random() & !1;
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
+        let primary = d.st.role == Role::Primary;
+        let Some(ld) = &mut d.ld else { return };
+        // drbd_uuid_new_current: bitmap := current (no rotation), current := new.
+        ld.d.uuids[UI_BITMAP] = ld.d.uuids[UI_CURRENT] & !1;
+        ld.d.uuids[UI_CURRENT] = val | primary as u64;
+        let u = ld.d.uuids;
+        self.log(
+            LogLevel::Info,
+            Some(Volume(vol)),
+            format!(
+                "new current UUID {:016X}:{:016X}:{:016X}:{:016X}",
+                u[0], u[1], u[2], u[3]
+            ),
+        );
+        self.write_superblock(vol, true);
+    }
+
+    // ---------------------------------------------------------------- connection set-up
+
+    fn start_connecting(&mut self) {
+        self.stay_standalone = false;
+        self.set_conn_all(ConnState::Unconnected);
+        self.set_conn_all(ConnState::WFConnection);
+        self.out.push_back(Output::Connect);
+    }
+
+    fn on_connected(&mut self, resolve_conflicts: bool) {
+        if self.conn != ConnState::WFConnection {
+            // Not expecting a connection (StandAlone or already connected): drop it.
+            self.out.push_back(Output::Disconnect);
+            return;
+        }
+        self.resolve_conflicts = resolve_conflicts;
+        self.agreed = Agreed {
+            apv: 0,
+            features: 0,
+        };
+        self.dec = [StreamDecoder::default(), StreamDecoder::default()];
+        self.hs = Handshake::ExpectFeatures;
+        self.send(
+            Socket::Data,
+            cmd::CONNECTION_FEATURES,
+            0,
+            &handshake::features_payload(),
+        );
+        let t = self.cfg.net.ping_timeout_ds as u64 * 4 * DECISECOND_NS;
+        self.timers
+            .set(Timer::Handshake, self.now.saturating_add_ns(t));
+    }
+
+    fn on_received(&mut self, socket: Socket, bytes: &[u8]) {
+        if self.hs == Handshake::Idle {
+            return;
+        }
+        let i = (socket == Socket::Meta) as usize;
+        self.dec[i].push(bytes);
+        // Any packet resets the keep-alive interval (drbd_asender idle timeout).
+        self.arm_ping_interval();
+        loop {
+            if self.hs == Handshake::Idle {
+                return;
+            }
+            let frame = match self.dec[i].next(self.agreed.apv) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(PeerMisbehaved::Framing(e.to_string()).into());
+                    return;
+                }
+            };
+            if let Err(e) = self.on_frame(socket, frame) {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Applies an error's consequence (error.rs decides).
+    fn fail(&mut self, e: Error) {
+        use crate::error::Consequence;
+        self.log(LogLevel::Error, None, e.to_string());
+        match e.consequence() {
+            Consequence::Reconnect(c) => self.connection_lost(c),
+            Consequence::StandAlone => {
+                self.stay_standalone = true;
+                self.connection_lost(ConnState::Disconnecting);
+            }
+            Consequence::Detach | Consequence::Refuse => {}
+        }
+    }
+
+    fn on_frame(&mut self, socket: Socket, f: Frame) -> Result<(), Error> {
+        match self.hs.clone() {
+            Handshake::Idle => Ok(()),
+            Handshake::ExpectFeatures => {
+                if f.cmd != cmd::CONNECTION_FEATURES {
+                    return Err(
+                        PeerIncompatible::Protocol("expected ConnectionFeatures packet").into(),
+                    );
+                }
+                let a = handshake::receive_features(&f.payload)?;
+                self.agreed = a;
+                self.log(
+                    LogLevel::Info,
+                    None,
+                    format!(
+                        "Handshake successful: Agreed network protocol version {}",
+                        a.apv
+                    ),
+                );
+                match self.cfg.net.auth.clone() {
+                    Some((alg, secret)) => {
+                        let mut ch = [0u8; handshake::CHALLENGE_LEN];
+                        for c in ch.chunks_mut(8) {
+                            c.copy_from_slice(&self.random().to_le_bytes());
+                        }
+                        self.send(Socket::Data, cmd::AUTH_CHALLENGE, 0, &ch);
+                        self.hs = Handshake::ExpectAuthChallenge(ExpectAuth {
+                            alg,
+                            secret,
+                            my_challenge: ch,
+                        });
+                    }
+                    None => self.send_parameters(),
+                }
+                Ok(())
+            }
+            Handshake::ExpectAuthChallenge(a) => {
+                if f.cmd != cmd::AUTH_CHALLENGE {
+                    return Err(PeerIncompatible::NoAuth(cmd::name(f.cmd), f.cmd).into());
+                }
+                let resp = handshake::check_challenge(&a, &f.payload)?;
+                self.send(Socket::Data, cmd::AUTH_RESPONSE, 0, &resp);
+                self.hs = Handshake::ExpectAuthResponse(a);
+                Ok(())
+            }
+            Handshake::ExpectAuthResponse(a) => {
+                if f.cmd != cmd::AUTH_RESPONSE {
+                    return Err(PeerMisbehaved::UnexpectedPacket {
+                        expected: "P_AUTH_RESPONSE",
+                        got: cmd::name(f.cmd),
+                    }
+                    .into());
+                }
+                handshake::check_response(&a, &f.payload)?;
+                self.log(
+                    LogLevel::Info,
+                    None,
+                    format!("Peer authenticated using {} bytes HMAC", f.payload.len()),
+                );
+                self.send_parameters();
+                Ok(())
+            }
+            Handshake::ExpectProtocol => {
+                if f.cmd != cmd::PROTOCOL {
+                    return Err(PeerMisbehaved::UnexpectedPacket {
+                        expected: "P_PROTOCOL",
+                        got: cmd::name(f.cmd),
+                    }
+                    .into());
+                }
+                self.peer_discard_my_data =
+                    handshake::check_protocol(&self.cfg.net, self.discard_my_data, &f.payload)?;
+                self.hs = Handshake::Done;
+                Ok(())
+            }
+            Handshake::Done => self.dispatch(socket, f),
+        }
+    }
+
+    /// conn_connect after auth: P_PROTOCOL, then per volume P_SYNC_PARAM89, P_SIZES, P_UUIDS,
+    /// P_STATE (drbd_connected), then WFReportParams.
+    fn send_parameters(&mut self) {
+        let p = handshake::protocol_payload(&self.cfg.net, self.discard_my_data);
+        self.send(Socket::Data, cmd::PROTOCOL, 0, &p);
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        for v in &vols {
+            let sp = handshake::sync_param_payload(&self.cfg.net, &self.cfg.disk);
+            self.send(Socket::Data, cmd::SYNC_PARAM89, *v, &sp);
+            self.send_sizes(*v);
+            self.send_uuids(*v, 0);
+            self.send_state(*v);
+        }
+        self.hs = Handshake::ExpectProtocol;
+        let nr = self.random() as u32;
+        self.tl.reset_epochs(nr);
+        self.rx.reset();
+        for d in self.devs.values_mut() {
+            d.seq = 0;
+            d.peer = PeerView::default();
+            d.got_state = false;
+            d.bm_rx = BmCursor::default();
+            d.bm_tx = BmCursor::default();
+        }
+        self.set_conn_all(ConnState::WFReportParams);
+        self.arm_ping_interval();
+    }
+
+    fn send_sizes(&mut self, vol: u16) {
+        let d = &self.devs[&vol];
+        let d_size = d.ld.as_ref().map(|l| l.d.size_sectors).unwrap_or(0);
+        let s = Sizes {
+            d_size,
+            u_size: if d.ld.is_some() {
+                self.cfg.disk.u_size_sect
+            } else {
+                0
+            },
+            c_size: d.capacity,
+            max_bio_size: self.cfg.max_bio_size,
+            dds_flags: 0,
+        };
+        let p = handshake::sizes_payload(&s, self.agreed.features);
+        self.send(Socket::Data, cmd::SIZES, vol, &p);
+    }
+
+    fn send_uuids(&mut self, vol: u16, extra_flags: u64) {
+        let d = &self.devs[&vol];
+        let (uuids, bits, mut flags) = match &d.ld {
+            Some(l) => (l.d.uuids, l.bitmap.weight(), 0u64),
+            None => ([0; 4], 0, 0),
+        };
+        if self.discard_my_data {
+            flags |= uc::UUID_FLAG_DISCARD_MY_DATA;
+        }
+        if d.ld.as_ref().map(|l| l.crashed_primary).unwrap_or(false) {
+            flags |= uc::UUID_FLAG_CRASHED_PRIMARY;
+        }
+        if d.negotiated_disk == DiskState::Inconsistent && d.st.disk == DiskState::Negotiating {
+            flags |= uc::UUID_FLAG_INCONSISTENT;
+        }
+        flags |= extra_flags;
+        let p = handshake::uuids_payload(&uuids, bits, flags);
+        self.send(Socket::Data, cmd::UUIDS, vol, &p);
+    }
+
+    fn send_state(&mut self, vol: u16) {
+        let w = self.devs[&vol].st.to_word();
+        self.send(Socket::Data, cmd::STATE, vol, &w.to_be_bytes());
+    }
+
+    fn arm_ping_interval(&mut self) {
+        if self.conn >= ConnState::WFReportParams || self.hs == Handshake::ExpectProtocol {
+            let t = self.cfg.net.ping_int_s as u64 * SECOND_NS;
+            self.timers
+                .set(Timer::PingInterval, self.now.saturating_add_ns(t));
+        }
+    }
+
+    fn send_ping(&mut self) {
+        if self.ping_outstanding {
+            return;
+        }
+        self.ping_outstanding = true;
+        self.send(Socket::Meta, cmd::PING, 0, &[]);
+        let t = self.cfg.net.ping_timeout_ds as u64 * DECISECOND_NS;
+        self.timers
+            .set(Timer::PingTimeout, self.now.saturating_add_ns(t));
+    }
+
+    /// Socket loss, timeout, protocol error or a deliberate disconnect (spec §12).
+    fn connection_lost(&mut self, reason: ConnState) {
+        if self.hs == Handshake::Idle
+            && self.conn < ConnState::WFConnection
+            && self.conn != ConnState::Disconnecting
+        {
+            return;
+        }
+        let was_established = self.conn >= ConnState::WFReportParams;
+        self.hs = Handshake::Idle;
+        self.dec = [StreamDecoder::default(), StreamDecoder::default()];
+        self.timers.stop_all();
+        self.ping_outstanding = false;
+        self.pending_change_failed();
+        self.out.push_back(Output::Disconnect);
+        self.set_conn_all(reason);
+        // Every write not confirmed by a barrier ack is out of sync (spec §12).
+        self.tl_clear();
+        // Resync requests in flight are forgotten; held data/state is dropped.
+        for d in self.devs.values_mut() {
+            d.rs.in_flight.clear();
+            d.bm_rx = BmCursor::default();
+            d.bm_tx = BmCursor::default();
+        }
+        self.rs_waiting.clear();
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        for v in &vols {
+            self.set_state(*v, |s| {
+                s.pdsk = DiskState::DUnknown;
+                s.peer = Role::Unknown;
+                s.peer_isp = false;
+            });
+            // An interrupted SyncTarget stays Inconsistent; the bitmap keeps what is left.
+            if was_established {
+                self.write_bitmap(*v);
+            }
+        }
+        self.agreed = Agreed {
+            apv: 0,
+            features: 0,
+        };
+        if self.stay_standalone || reason == ConnState::Disconnecting {
+            self.set_conn_all(ConnState::StandAlone);
+        } else {
+            self.set_conn_all(ConnState::Unconnected);
+            self.set_conn_all(ConnState::WFConnection);
+            self.out.push_back(Output::Connect);
+        }
+        self.release_held();
+    }
+
+    /// tl_clear: writes that lost their network half complete locally and are marked out of sync.
+    fn tl_clear(&mut self) {
+        let forget = self.cfg.mutation == Some(Mutation::ForgetOutOfSyncOnDisconnect);
+        let cookies: Vec<u64> = self.tl.reqs.keys().copied().collect();
+        for c in cookies {
+            let Some(r) = self.tl.reqs.get_mut(&c) else {
+                continue;
+            };
+            if r.kind != ReqKind::Read && !r.barrier_acked && r.net != Net::None {
+                let (v, s, l) = (r.volume.0, r.sector, r.len_bytes);
+                r.net = Net::Lost;
+                if !forget {
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.set_range(s, l);
+                    }
+                }
+            } else if r.kind == ReqKind::Read && matches!(r.net, Net::Sent) {
+                r.net = Net::Lost;
+            }
+            let r = &mut self.tl.reqs.get_mut(&c).expect("present");
+            r.barrier_acked = true;
+            self.try_complete(c);
+        }
+        let nr = self.random() as u32;
+        self.tl.reset_epochs(nr);
+        self.rx.reset();
+    }
+
+    fn release_held(&mut self) {
+        if self.gate.is_empty() {
+            while let Some(o) = self.held.pop_front() {
+                self.out.push_back(o);
+            }
+        }
+    }
+
+    fn check_request_timeouts(&mut self) {
+        // ko-count × timeout: the peer sat on a request too long.
+        if self.cfg.net.ko_count == 0 || self.conn < ConnState::Connected {
+            return;
+        }
+        let waiting = self.tl.reqs.values().any(|r| matches!(r.net, Net::Sent));
+        if waiting {
+            self.log(
+                LogLevel::Error,
+                None,
+                "Remote failed to finish a request within ko-count * timeout".into(),
+            );
+            self.connection_lost(ConnState::Timeout);
+        }
+    }
+
+    fn arm_request_timer(&mut self) {
+        if self.cfg.net.ko_count > 0 && self.timers.get(Timer::RequestTimeout).is_none() {
+            let t = self.cfg.net.ko_count as u64 * self.cfg.net.timeout_ds as u64 * DECISECOND_NS;
+            self.timers
+                .set(Timer::RequestTimeout, self.now.saturating_add_ns(t));
+        }
+    }
+
+    fn rearm_request_timer(&mut self) {
+        self.timers.stop(Timer::RequestTimeout);
+        if self.tl.reqs.values().any(|r| matches!(r.net, Net::Sent)) {
+            self.arm_request_timer();
+        }
+    }
+
+    // ---------------------------------------------------------------- packet dispatch
+
+    fn dev_for(&self, f: &Frame) -> Result<u16, Error> {
+        if self.devs.contains_key(&f.volume) {
+            Ok(f.volume)
+        } else {
+            Err(PeerMisbehaved::UnknownVolume {
+                cmd: cmd::name(f.cmd),
+                volume: f.volume,
+            }
+            .into())
+        }
+    }
+
+    fn dispatch(&mut self, socket: Socket, f: Frame) -> Result<(), Error> {
+        let expect_len = |f: &Frame, n: usize| -> Result<(), Error> {
+            if f.payload.len() == n {
+                Ok(())
+            } else {
+                Err(PeerMisbehaved::PayloadLength {
+                    cmd: cmd::name(f.cmd),
+                    expected: n.to_string(),
+                    got: f.payload.len(),
+                }
+                .into())
+            }
+        };
+        match (socket, f.cmd) {
+            (Socket::Meta, cmd::PING) => {
+                expect_len(&f, 0)?;
+                self.send(Socket::Meta, cmd::PING_ACK, 0, &[]);
+                Ok(())
+            }
+            (Socket::Meta, cmd::PING_ACK) => {
+                self.ping_outstanding = false;
+                self.timers.stop(Timer::PingTimeout);
+                self.maybe_finish_resync_after_ping();
+                Ok(())
+            }
+            (Socket::Data, cmd::SYNC_PARAM89) => {
+                let v = self.dev_for(&f)?;
+                let p = handshake::receive_sync_param(&f.payload)?;
+                if self.conn == ConnState::WFReportParams
+                    && (p.verify_alg != self.cfg.net.verify_alg
+                        || p.csums_alg != self.cfg.net.csums_alg)
+                {
+                    return Err(PeerIncompatible::Protocol(
+                        "different verify-alg or csums-alg settings",
+                    )
+                    .into());
+                }
+                let d = self.devs.get_mut(&v).expect("checked");
+                if d.ld.is_some() {
+                    d.rs.settings = Some(RateSettings::from(&p));
+                }
+                self.peer_params = Some(p);
+                Ok(())
+            }
+            (Socket::Data, cmd::SIZES) => self.receive_sizes(&f),
+            (Socket::Data, cmd::UUIDS) => self.receive_uuids(&f),
+            (Socket::Data, cmd::STATE) => self.receive_state(&f),
+            (Socket::Data, cmd::SYNC_UUID) => self.receive_sync_uuid(&f),
+            (Socket::Data, cmd::DATA) => self.receive_data(&f),
+            (Socket::Data, cmd::TRIM) | (Socket::Data, cmd::ZEROES) => self.receive_data(&f),
+            (Socket::Data, cmd::BARRIER) => {
+                expect_len(&f, 8)?;
+                let mut nr = [0u8; 4];
+                nr.copy_from_slice(&f.payload[..4]);
+                self.rx.barrier(nr);
+                self.flush_ready_epochs();
+                Ok(())
+            }
+            (Socket::Data, cmd::UNPLUG_REMOTE) => Ok(()),
+            (_, cmd::DELAY_PROBE) => Ok(()),
+            (Socket::Data, cmd::DATA_REQUEST) | (Socket::Data, cmd::RS_DATA_REQUEST) => {
+                self.receive_data_request(&f)
+            }
+            (Socket::Data, cmd::DATA_REPLY) => self.receive_data_reply(&f),
+            (Socket::Data, cmd::RS_DATA_REPLY) => self.receive_rs_data_reply(&f),
+            (Socket::Data, cmd::BITMAP) | (Socket::Data, cmd::COMPRESSED_BITMAP) => {
+                self.receive_bitmap(&f)
+            }
+            (Socket::Data, cmd::OUT_OF_SYNC) => {
+                let v = self.dev_for(&f)?;
+                expect_len(&f, 16)?;
+                let mut r = Reader::new(&f.payload);
+                let (s, l) = (r.u64().unwrap_or(0), r.u32().unwrap_or(0));
+                if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                    ld.bitmap.set_range(s, l);
+                }
+                Ok(())
+            }
+            (Socket::Data, cmd::STATE_CHG_REQ) | (Socket::Data, cmd::CONN_ST_CHG_REQ) => {
+                self.receive_state_change_request(&f)
+            }
+            (Socket::Meta, cmd::STATE_CHG_REPLY) | (Socket::Meta, cmd::CONN_ST_CHG_REPLY) => {
+                expect_len(&f, 4)?;
+                let code =
+                    i32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+                self.state_change_reply(code);
+                Ok(())
+            }
+            (Socket::Meta, cmd::WRITE_ACK)
+            | (Socket::Meta, cmd::RS_WRITE_ACK)
+            | (Socket::Meta, cmd::RECV_ACK)
+            | (Socket::Meta, cmd::SUPERSEDED)
+            | (Socket::Meta, cmd::RETRY_WRITE)
+            | (Socket::Meta, cmd::NEG_ACK)
+            | (Socket::Meta, cmd::NEG_DREPLY)
+            | (Socket::Meta, cmd::NEG_RS_DREPLY)
+            | (Socket::Meta, cmd::RS_IS_IN_SYNC)
+            | (Socket::Meta, cmd::RS_CANCEL) => {
+                expect_len(&f, 24)?;
+                self.receive_ack(&f)
+            }
+            (Socket::Meta, cmd::BARRIER_ACK) => {
+                expect_len(&f, 8)?;
+                self.receive_barrier_ack(&f)
+            }
+            (Socket::Data, cmd::PROTOCOL_UPDATE) => Ok(()),
+            (Socket::Data, cmd::PROTOCOL) => Err(PeerMisbehaved::UnexpectedPacket {
+                expected: "no second P_PROTOCOL",
+                got: "P_PROTOCOL",
+            }
+            .into()),
+            _ => Err(PeerMisbehaved::UnknownCommand(f.cmd).into()),
+        }
+    }
+
+    fn receive_sizes(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        let s = handshake::receive_sizes(&f.payload, self.agreed.features)?;
+        let u_size_cfg = self.cfg.disk.u_size_sect;
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.peer.sizes = Some(s);
+        let cur = d.capacity;
+        let new_size = match &d.ld {
+            Some(ld) => {
+                // p_usize := min_not_zero(my u_size, peer u_size) during the first exchange.
+                let usize = match (u_size_cfg, s.u_size) {
+                    (0, x) | (x, 0) => x,
+                    (a, b) => a.min(b),
+                };
+                let m = ld.d.size_sectors;
+                let p = s.d_size;
+                let mut size = if p != 0 && m != 0 {
+                    p.min(m)
+                } else if ld.d.la_size_sect != 0 {
+                    let mut x = ld.d.la_size_sect;
+                    if m != 0 && m < x {
+                        x = m;
+                    }
+                    if p != 0 && p < x {
+                        x = p;
+                    }
+                    x
+                } else {
+                    m.max(p)
+                };
+                if usize != 0 && usize <= size {
+                    size = usize;
+                }
+                // Never shrink a device with usable data during connect (receive_sizes).
+                if size < cur
+                    && d.st.disk >= DiskState::Outdated
+                    && (d.st.conn < ConnState::Connected || d.st.pdsk == DiskState::Diskless)
+                {
+                    return Err(PeerIncompatible::DiskTooSmall {
+                        peer: size,
+                        mine: cur,
+                    }
+                    .into());
+                }
+                size
+            }
+            // A diskless node takes the peer's current size, else its u_size, else d_size.
+            None => [s.c_size, s.u_size, s.d_size]
+                .into_iter()
+                .find(|x| *x != 0)
+                .unwrap_or(0),
+        };
+        if new_size != d.capacity {
+            let old = d.capacity;
+            d.capacity = new_size;
+            if let Some(ld) = &mut d.ld {
+                let words = ld.bitmap.words().to_vec();
+                ld.bitmap = Bitmap::new(words, new_size);
+                // Growing beyond the last agreed size: the new area is out of sync.
+                if old != 0 && new_size > old {
+                    ld.bitmap
+                        .set_range(old, ((new_size - old) * 512).min(u32::MAX as u64) as u32);
+                }
+            }
+            self.log(
+                LogLevel::Info,
+                Some(Volume(v)),
+                format!("size = {} KB ({} sectors)", new_size / 2, new_size),
+            );
+            self.write_superblock(v, false);
+        }
+        Ok(())
+    }
+
+    fn receive_uuids(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        let (uuids, bits, flags) = handshake::receive_uuids(&f.payload)?;
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.peer.uuids = Some(uuids);
+        d.peer.bits = bits;
+        d.peer.flags = flags;
+        // Skip-initial-sync from a peer with fresh meta-data on both sides (spec §10.1).
+        if flags & uc::UUID_FLAG_SKIP_INITIAL_SYNC != 0
+            && d.st.conn == ConnState::Connected
+            && d.st.disk == DiskState::Inconsistent
+        {
+            if let Some(ld) = &mut d.ld {
+                if ld.d.uuids[UI_CURRENT] == uc::UUID_JUST_CREATED {
+                    ld.d.uuids[UI_CURRENT] = uuids[UI_CURRENT];
+                    ld.d.uuids[UI_BITMAP] = 0;
+                    ld.bitmap.clear_all();
+                    self.write_bitmap(v);
+                    self.write_superblock(v, true);
+                    self.set_state(v, |s| {
+                        s.disk = DiskState::UpToDate;
+                        s.pdsk = DiskState::UpToDate;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn receive_state(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        if f.payload.len() != 4 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: "P_STATE",
+                expected: "4".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let w = u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+        let peer = DrbdState::from_word(w & !((1 << 17) | (1 << 21) | (1 << 22)))
+            .ok_or(PeerMisbehaved::BadStateWord(w))?;
+        let d = &self.devs[&v];
+        let os = d.st;
+        let mut real_pdsk = peer.disk;
+        if peer.disk == DiskState::Negotiating {
+            real_pdsk = if d.peer.flags & uc::UUID_FLAG_INCONSISTENT != 0 {
+                DiskState::Inconsistent
+            } else {
+                DiskState::Consistent
+            };
+        }
+        if os.conn <= ConnState::TearDown {
+            return Ok(());
+        }
+        // End-of-sync confirmation from the SyncTarget (receive_state).
+        if (os.pdsk == DiskState::Inconsistent || os.pdsk == DiskState::Consistent)
+            && real_pdsk == DiskState::UpToDate
+            && os.conn > ConnState::Connected
+            && os.disk == DiskState::UpToDate
+        {
+            if peer.conn > ConnState::Connected && peer.conn < ConnState::SyncSource {
+                real_pdsk = DiskState::Inconsistent;
+            } else if os.conn >= ConnState::SyncSource && peer.conn == ConnState::Connected {
+                let left = d.ld.as_ref().map(|l| l.bitmap.weight()).unwrap_or(0);
+                if left <= d.rs.failed {
+                    self.resync_finished(v);
+                }
+                return Ok(());
+            }
+        }
+        if os.pdsk == DiskState::UpToDate
+            && real_pdsk == DiskState::Inconsistent
+            && os.conn == ConnState::Connected
+            && peer.conn > ConnState::SyncSource
+        {
+            real_pdsk = DiskState::UpToDate;
+        }
+        let mut ns_conn = if os.conn == ConnState::WFReportParams {
+            ConnState::Connected
+        } else {
+            os.conn
+        };
+        if peer.conn == ConnState::Ahead {
+            ns_conn = ConnState::Behind;
+        }
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.got_state = true;
+        if d.peer.uuids.is_some()
+            && peer.disk >= DiskState::Negotiating
+            && d.ld.is_some()
+            && d.st.disk >= DiskState::Negotiating
+        {
+            let mut cr = os.conn < ConnState::Connected;
+            cr |= os.conn == ConnState::Connected
+                && (peer.disk == DiskState::Negotiating || os.disk == DiskState::Negotiating);
+            cr |= d.consider_resync;
+            cr |= os.conn == ConnState::Connected
+                && (peer.conn >= ConnState::StartingSyncS && peer.conn <= ConnState::WFBitMapT);
+            if cr {
+                match self.sync_handshake(v, peer.role, real_pdsk) {
+                    Some(c) => ns_conn = c,
+                    None => {
+                        self.stay_standalone = true;
+                        self.connection_lost(ConnState::Disconnecting);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.consider_resync = false;
+        let negotiated = d.negotiated_disk;
+        self.set_state(v, |s| {
+            s.conn = ns_conn;
+            s.peer = peer.role;
+            s.pdsk = real_pdsk;
+            s.peer_isp = peer.aftr_isp | peer.user_isp;
+            if (ns_conn == ConnState::Connected || ns_conn == ConnState::WFBitMapS)
+                && s.disk == DiskState::Negotiating
+            {
+                s.disk = negotiated;
+            }
+            // While connected, Consistent/Outdated are promoted when the other side is UpToDate
+            // or both agree there is nothing to sync.
+            if ns_conn == ConnState::Connected {
+                if s.disk == DiskState::Consistent || s.disk == DiskState::Outdated {
+                    if s.pdsk == DiskState::UpToDate
+                        || s.pdsk == DiskState::Consistent
+                        || s.pdsk == DiskState::Outdated
+                    {
+                        s.disk = DiskState::UpToDate;
+                    }
+                }
+                if (s.pdsk == DiskState::Consistent || s.pdsk == DiskState::Outdated)
+                    && s.disk == DiskState::UpToDate
+                {
+                    s.pdsk = DiskState::UpToDate;
+                }
+            }
+        });
+        if self.conn < ConnState::Connected
+            && self
+                .devs
+                .values()
+                .all(|d| d.st.conn >= ConnState::Connected)
+        {
+            self.conn = ConnState::Connected;
+            self.timers.stop(Timer::Handshake);
+        }
+        if os.conn > ConnState::WFReportParams
+            && ns_conn > ConnState::Connected
+            && peer.conn <= ConnState::Connected
+            && peer.disk != DiskState::Negotiating
+        {
+            self.send_uuids(v, 0);
+            self.send_state(v);
+        }
+        self.discard_my_data = false;
+        Ok(())
+    }
+
+    /// drbd_sync_handshake: the uuid decision plus post-processing (spec §10.3). Returns the new
+    /// connection state, or None to disconnect.
+    fn sync_handshake(
+        &mut self,
+        v: u16,
+        peer_role: Role,
+        peer_disk: DiskState,
+    ) -> Option<ConnState> {
+        let d = &self.devs[&v];
+        let ld = d.ld.as_ref()?;
+        let peer_uuids = d.peer.uuids?;
+        let mydisk = if d.st.disk == DiskState::Negotiating {
+            d.negotiated_disk
+        } else {
+            d.st.disk
+        };
+        let input = CompareInput {
+            own: ld.d.uuids,
+            peer: peer_uuids,
+            peer_flags: d.peer.flags,
+            own_crashed_primary: ld.crashed_primary,
+            own_primary: d.st.role == Role::Primary,
+            peer_primary: peer_role == Role::Primary,
+            apv: self.agreed.apv,
+            features: self.agreed.features,
+            resolve_conflicts: self.resolve_conflicts,
+        };
+        let own_bits = ld.bitmap.weight();
+        let peer_bits = d.peer.bits;
+        let own_primary = d.st.role == Role::Primary;
+        let role_is_primary_consistent =
+            d.st.role == Role::Primary && d.st.disk >= DiskState::Consistent;
+        let dec = uc::uuid_compare(
+            &input,
+            self.cfg.mutation == Some(Mutation::WrongSyncDirection),
+        );
+        let u = ld.d.uuids;
+        self.log(
+            LogLevel::Info,
+            Some(Volume(v)),
+            format!(
+                "self {:016X}:{:016X}:{:016X}:{:016X} bits:{} flags:0",
+                u[0], u[1], u[2], u[3], own_bits
+            ),
+        );
+        let p = peer_uuids;
+        self.log(
+            LogLevel::Info,
+            Some(Volume(v)),
+            format!(
+                "peer {:016X}:{:016X}:{:016X}:{:016X} bits:{} flags:{:X}",
+                p[0], p[1], p[2], p[3], peer_bits, self.devs[&v].peer.flags
+            ),
+        );
+        self.log(
+            LogLevel::Info,
+            Some(Volume(v)),
+            format!("uuid_compare()={} by rule {}", dec.hg, dec.rule),
+        );
+        // Apply the kernel's corrections of own/peer UUIDs.
+        {
+            let d = self.devs.get_mut(&v).expect("exists");
+            d.peer.uuids = Some(dec.peer);
+            if let Some(ld) = &mut d.ld {
+                if ld.d.uuids != dec.own {
+                    ld.d.uuids = dec.own;
+                }
+            }
+        }
+        let mut hg = dec.hg;
+        if hg == -1000 {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                "Unrelated data, aborting!".into(),
+            );
+            return None;
+        }
+        if hg < -0x10000 {
+            let x = -hg;
+            self.log(LogLevel::Error, Some(Volume(v)), format!("To resolve this both sides have to support at least protocol {} and feature flags 0x{:x}", x & 0xff, (x >> 8) & 0xff));
+            return None;
+        }
+        if hg < -1000 {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                format!(
+                    "To resolve this both sides have to support at least protocol {}",
+                    -hg - 1000
+                ),
+            );
+            return None;
+        }
+        if (mydisk == DiskState::Inconsistent && peer_disk > DiskState::Inconsistent)
+            || (peer_disk == DiskState::Inconsistent && mydisk > DiskState::Inconsistent)
+        {
+            let full = hg == -100 || hg.abs() == 2;
+            hg = if mydisk > DiskState::Inconsistent {
+                1
+            } else {
+                -1
+            };
+            if full {
+                hg *= 2;
+            }
+            self.log(
+                LogLevel::Info,
+                Some(Volume(v)),
+                format!(
+                    "Becoming sync {} due to disk states.",
+                    if hg > 0 { "source" } else { "target" }
+                ),
+            );
+        }
+        let net = self.cfg.net.clone();
+        if hg == 100 || (hg == -100 && net.always_asbp) {
+            let pcount = own_primary as u32 + (peer_role == Role::Primary) as u32;
+            let forced = hg == -100;
+            let a = uc::AsbInput {
+                own_bitmap_uuid: u[UI_BITMAP],
+                peer_bitmap_uuid: p[UI_BITMAP],
+                own_changes: own_bits,
+                peer_changes: peer_bits,
+                resolve_conflicts: self.resolve_conflicts,
+                own_primary,
+            };
+            hg = match pcount {
+                0 => uc::asb_recover_0p(net.after_sb_0pri, &a),
+                1 => uc::asb_recover_1p(net.after_sb_0pri, net.after_sb_1pri, &a),
+                _ => uc::asb_recover_2p(net.after_sb_0pri, net.after_sb_2pri, &a),
+            };
+            if hg.abs() < 100 {
+                self.log(LogLevel::Warn, Some(Volume(v)), format!("Split-Brain detected, {} primaries, automatically solved. Sync from {} node", pcount, if hg < 0 { "peer" } else { "this" }));
+                if forced {
+                    hg *= 2;
+                }
+            }
+        }
+        if hg == -100 {
+            let mine = self.discard_my_data;
+            let theirs = self.devs[&v].peer.flags & uc::UUID_FLAG_DISCARD_MY_DATA != 0;
+            if mine && !theirs {
+                hg = -1;
+            }
+            if !mine && theirs {
+                hg = 1;
+            }
+            if hg.abs() < 100 {
+                self.log(
+                    LogLevel::Warn,
+                    Some(Volume(v)),
+                    format!(
+                        "Split-Brain detected, manually solved. Sync from {} node",
+                        if hg < 0 { "peer" } else { "this" }
+                    ),
+                );
+            }
+        }
+        if hg == -100 || hg == 100 {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                "Split-Brain detected but unresolved, dropping connection!".into(),
+            );
+            return None;
+        }
+        if hg > 0 && mydisk <= DiskState::Inconsistent {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                "I shall become SyncSource, but I am inconsistent!".into(),
+            );
+            return None;
+        }
+        if hg < 0 && role_is_primary_consistent {
+            match net.rr_conflict {
+                crate::config::AfterSbPolicy::Violently => {
+                    self.log(
+                        LogLevel::Warn,
+                        Some(Volume(v)),
+                        "Becoming SyncTarget, violating the stable-data assumption".into(),
+                    );
+                }
+                _ => {
+                    self.log(
+                        LogLevel::Error,
+                        Some(Volume(v)),
+                        "I shall become SyncTarget, but I am primary!".into(),
+                    );
+                    return None;
+                }
+            }
+        }
+        if hg.abs() >= 2 {
+            self.log(
+                LogLevel::Info,
+                Some(Volume(v)),
+                "Writing the whole bitmap, full sync required after drbd_sync_handshake.".into(),
+            );
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.set_all();
+            }
+            self.write_bitmap(v);
+        }
+        // Corrections and rotations above must be durable before the peer hears of them.
+        self.write_superblock(v, true);
+        Some(if hg > 0 {
+            ConnState::WFBitMapS
+        } else if hg < 0 {
+            ConnState::WFBitMapT
+        } else {
+            ConnState::Connected
+        })
+    }
+}
+
+impl LocalDisk {
+    fn attach(d: AttachedDisk, al_extents: u32) -> LocalDisk {
+        let size = if d.la_size_sect != 0 {
+            d.la_size_sect.min(d.size_sectors)
+        } else {
+            d.size_sectors
+        };
+        let mut bitmap = Bitmap::new(d.bitmap.clone(), size);
+        if d.flags & MDF_FULL_SYNC != 0 {
+            bitmap.set_all();
+        }
+        LocalDisk {
+            d,
+            bitmap,
+            al: ActivityLog::new(al_extents),
+            crashed_primary: false,
+        }
+    }
+
+    /// Disk state at attach (spec drbd-metadata.md §3).
+    fn disk_state_at_attach(&self, fencing: Fencing) -> DiskState {
+        let f = self.d.flags;
+        if f & MDF_CONSISTENT == 0 {
+            DiskState::Inconsistent
+        } else if f & MDF_WAS_UP_TO_DATE == 0 {
+            DiskState::Outdated
+        } else if f & MDF_PEER_OUT_DATED != 0 || fencing == Fencing::DontCare {
+            DiskState::UpToDate
+        } else {
+            DiskState::Consistent
+        }
+    }
+
+    fn initial_capacity(&self, u_size: u64) -> u64 {
+        let mut s = if self.d.la_size_sect != 0 {
+            self.d.la_size_sect.min(self.d.size_sectors)
+        } else {
+            self.d.size_sectors
+        };
+        if u_size != 0 && u_size < s {
+            s = u_size;
+        }
+        s
+    }
+}
+
+/// `drbdadm status` material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub role: Role,
+    pub conn: ConnState,
+    pub peer_role: Role,
+    pub volumes: Vec<VolumeStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeStatus {
+    pub volume: Volume,
+    pub disk: DiskState,
+    pub peer_disk: DiskState,
+    pub replication: ConnState,
+    pub out_of_sync_kib: u64,
+    pub size_sectors: u64,
+    pub resync_total_blocks: u64,
+}
+
+// Silence "unused" for items the later parts of this module use.
+#[allow(dead_code)]
+fn _uses(
+    _: IoErrorKind,
+    _: RequestId,
+    _: RequestOp,
+    _: RequestError,
+    _: Protocol,
+    _: Request,
+    _: Local,
+    _: AlNeed,
+    _: Bytes,
+    _: u64,
+    _: u64,
+    _: u64,
+) {
+    let _ = (
+        UI_HISTORY_START,
+        UI_HISTORY_END,
+        RS_EXTENT_BITS,
+        RS_MAX_REQUEST_BITS,
+        RESYNC_TICK_NS,
+        ID_SYNCER,
+        dp::FUA,
+    );
+}
+
+// ---------------------------------------------------------------- data path (filled in below)
+impl Resource {
+    fn pending_change_failed(&mut self) {}
+    fn try_complete(&mut self, _cookie: u64) {}
+    fn maybe_finish_resync_after_ping(&mut self) {}
+    fn receive_sync_uuid(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_data(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn flush_ready_epochs(&mut self) {}
+    fn receive_data_request(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_data_reply(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_rs_data_reply(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_bitmap(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_state_change_request(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn state_change_reply(&mut self, _code: i32) {}
+    fn receive_ack(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn receive_barrier_ack(&mut self, _f: &Frame) -> Result<(), Error> {
+        Ok(())
+    }
+    fn resync_finished(&mut self, _v: u16) {}
+    fn send_bitmap(&mut self, _v: u16) {}
+    fn timers_for_resync(&mut self) {}
+    fn resync_tick(&mut self) {}
+    fn on_disk_done(&mut self, _io: IoId, _r: Result<Option<Bytes>, IoErrorKind>) {}
+    fn on_meta_done(&mut self, _io: IoId, _r: Result<(), IoErrorKind>) {}
+    fn on_request(&mut self, id: RequestId, _v: Volume, _op: RequestOp) {
+        self.out.push_back(Output::Complete {
+            request: id,
+            result: Err(RequestError::Invalid),
+        });
+    }
+    fn on_admin(&mut self, command: AdminCommand) {
+        self.out.push_back(Output::AdminDone {
+            command,
+            result: Err(state_refusal(0)),
+        });
+    }
+}
