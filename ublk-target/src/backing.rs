@@ -21,10 +21,19 @@ use tracing::{info, warn};
 /// One positioned operation on the device. Offsets and lengths are in bytes.
 #[derive(Debug, Clone)]
 pub enum IoOp {
-    Read { offset: u64, len: usize },
-    Write { offset: u64, data: Bytes },
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    Write {
+        offset: u64,
+        data: Bytes,
+    },
     /// Several writes made durable together (meta-data updates), then an fdatasync if `flush`.
-    WriteBatch { writes: Vec<(u64, Bytes)>, flush: bool },
+    WriteBatch {
+        writes: Vec<(u64, Bytes)>,
+        flush: bool,
+    },
     Flush,
 }
 
@@ -71,7 +80,11 @@ impl Backing {
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .ok();
-        let ring = if prefer_uring { io_uring::IoUring::new(RING_ENTRIES).ok() } else { None };
+        let ring = if prefer_uring {
+            io_uring::IoUring::new(RING_ENTRIES).ok()
+        } else {
+            None
+        };
         let mode = match (&ring, &direct) {
             (Some(_), Some(_)) => IoMode::UringDirect,
             (Some(_), None) => IoMode::UringBuffered,
@@ -79,14 +92,27 @@ impl Backing {
         };
         info!(path = %path.display(), ?mode, size_bytes, "backing device opened");
         let (tx, rx) = crossbeam_channel::unbounded();
-        let files = Files { buffered, direct: if mode == IoMode::UringDirect { direct } else { None } };
+        let files = Files {
+            buffered,
+            direct: if mode == IoMode::UringDirect {
+                direct
+            } else {
+                None
+            },
+        };
         let thread = std::thread::Builder::new()
             .name(format!("io:{}", path.display()))
             .spawn(move || match ring {
                 Some(ring) => run_uring(ring, files, rx, sink),
                 None => run_sync(files, rx, sink),
             })?;
-        Ok(Backing { path: path.to_owned(), size_bytes, mode, tx: Some(tx), thread: Some(thread) })
+        Ok(Backing {
+            path: path.to_owned(),
+            size_bytes,
+            mode,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     pub fn submit(&self, token: u64, op: IoOp) {
@@ -261,7 +287,9 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
                     let mut buf = AlignedBuf::new(*len);
                     let fd = files.direct.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
                     let ptr = buf.as_mut_slice(*len).as_mut_ptr();
-                    let e = opcode::Read::new(types::Fd(fd), ptr, *len as u32).offset(*offset).build();
+                    let e = opcode::Read::new(types::Fd(fd), ptr, *len as u32)
+                        .offset(*offset)
+                        .build();
                     (fd, e, Some(buf), *len)
                 }
                 IoOp::Write { offset, data } if direct_ok && aligned(*offset, data.len()) => {
@@ -276,7 +304,9 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
                 }
                 IoOp::Flush => {
                     let fd = files.buffered.as_raw_fd();
-                    let e = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build();
+                    let e = opcode::Fsync::new(types::Fd(fd))
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build();
                     (fd, e, None, 0)
                 }
                 // Unaligned data and meta-data batches take the synchronous path on this thread;
@@ -292,7 +322,12 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
                 slots.push(None);
                 slots.len() - 1
             });
-            slots[slot] = Some(InFlight { token, op, buf, len });
+            slots[slot] = Some(InFlight {
+                token,
+                op,
+                buf,
+                len,
+            });
             let entry = entry.user_data(slot as u64);
             // SAFETY: the buffer referenced by the SQE lives in `slots[slot]` until its CQE is
             // reaped below; the fd lives in `files` for the whole thread.
@@ -301,7 +336,10 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
                 let f = slots[slot].take().expect("invariant: slot was just filled");
                 free.push(slot);
                 let result = files.run_sync_op(f.op);
-                sink(IoCompletion { token: f.token, result });
+                sink(IoCompletion {
+                    token: f.token,
+                    result,
+                });
                 continue;
             }
             inflight += 1;
@@ -315,9 +353,14 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
             }
             continue;
         }
-        let cqes: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let cqes: Vec<(u64, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
         for (slot, res) in cqes {
-            let Some(f) = slots.get_mut(slot as usize).and_then(Option::take) else { continue };
+            let Some(f) = slots.get_mut(slot as usize).and_then(Option::take) else {
+                continue;
+            };
             free.push(slot as usize);
             inflight -= 1;
             let result = if res == -libc::EINVAL && f.buf.is_some() {
@@ -338,7 +381,10 @@ fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)
                     _ => Ok(None),
                 }
             };
-            sink(IoCompletion { token: f.token, result });
+            sink(IoCompletion {
+                token: f.token,
+                result,
+            });
         }
     }
 }
@@ -354,20 +400,48 @@ mod tests {
         std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let b = Backing::open(&path, prefer_uring, Box::new(move |c| tx.lock().unwrap().send(c).unwrap()))
-            .unwrap();
+        let b = Backing::open(
+            &path,
+            prefer_uring,
+            Box::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
         assert_eq!(b.size_bytes(), 1 << 20);
         let data = Bytes::from((0..8192u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
-        b.submit(1, IoOp::Write { offset: 4096, data: data.clone() });
+        b.submit(
+            1,
+            IoOp::Write {
+                offset: 4096,
+                data: data.clone(),
+            },
+        );
         // Unaligned write goes the synchronous way.
-        b.submit(2, IoOp::Write { offset: 512 * 3, data: Bytes::from_static(b"hello, sector 3!") });
-        b.submit(3, IoOp::WriteBatch { writes: vec![(0x80000, Bytes::from_static(b"meta"))], flush: true });
+        b.submit(
+            2,
+            IoOp::Write {
+                offset: 512 * 3,
+                data: Bytes::from_static(b"hello, sector 3!"),
+            },
+        );
+        b.submit(
+            3,
+            IoOp::WriteBatch {
+                writes: vec![(0x80000, Bytes::from_static(b"meta"))],
+                flush: true,
+            },
+        );
         for _ in 0..3 {
             assert!(rx.recv().unwrap().result.unwrap().is_none());
         }
         b.submit(4, IoOp::Flush);
         assert!(rx.recv().unwrap().result.is_ok());
-        b.submit(5, IoOp::Read { offset: 4096, len: 8192 });
+        b.submit(
+            5,
+            IoOp::Read {
+                offset: 4096,
+                len: 8192,
+            },
+        );
         let c = rx.recv().unwrap();
         assert_eq!(c.token, 5);
         assert_eq!(c.result.unwrap().unwrap(), data);
@@ -395,8 +469,19 @@ mod tests {
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let b = Backing::open(&path, true, Box::new(move |c| tx.lock().unwrap().send(c).unwrap())).unwrap();
-        b.submit(9, IoOp::Read { offset: 8192, len: 4096 });
+        let b = Backing::open(
+            &path,
+            true,
+            Box::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+        b.submit(
+            9,
+            IoOp::Read {
+                offset: 8192,
+                len: 4096,
+            },
+        );
         assert!(rx.recv().unwrap().result.is_err());
     }
 }

@@ -120,30 +120,68 @@ pub enum Request {
         meta_index: Option<i32>,
         options: DiskOptions,
     },
-    Detach { volume: u16 },
+    Detach {
+        volume: u16,
+    },
     /// `drbdsetup connect RES LOCAL PEER [options]`.
-    Connect { local: SocketAddr, peer: SocketAddr, options: NetOptions },
+    Connect {
+        local: SocketAddr,
+        peer: SocketAddr,
+        options: NetOptions,
+    },
     Disconnect,
     /// `drbdsetup net-options`: change net options (adjust).
-    NetOptions { options: NetOptions },
-    Primary { force: bool },
+    NetOptions {
+        options: NetOptions,
+    },
+    Primary {
+        force: bool,
+    },
     Secondary,
-    Invalidate { volume: u16 },
-    InvalidateRemote { volume: u16 },
-    NewCurrentUuid { volume: u16, clear_bitmap: bool },
-    Outdate { volume: u16 },
-    PauseSync { volume: u16 },
-    ResumeSync { volume: u16 },
+    Invalidate {
+        volume: u16,
+    },
+    InvalidateRemote {
+        volume: u16,
+    },
+    NewCurrentUuid {
+        volume: u16,
+        clear_bitmap: bool,
+    },
+    Outdate {
+        volume: u16,
+    },
+    PauseSync {
+        volume: u16,
+    },
+    ResumeSync {
+        volume: u16,
+    },
     Status,
     /// Blocks until the connection is established or `timeout_s` passes (0 = forever).
-    WaitConnect { timeout_s: u64 },
+    WaitConnect {
+        timeout_s: u64,
+    },
     /// Blocks until every volume is UpToDate/UpToDate and Connected (tests, demo).
-    WaitSynced { timeout_s: u64 },
+    WaitSynced {
+        timeout_s: u64,
+    },
     /// Streams `drbdsetup events2` lines; with `now`, stops after `exists -`.
-    Events { now: bool, statistics: bool },
+    Events {
+        now: bool,
+        statistics: bool,
+    },
     /// The in-process write API over the socket; `data_hex` is the payload in hex.
-    Write { volume: u16, sector: u64, data_hex: String },
-    Read { volume: u16, sector: u64, len: u32 },
+    Write {
+        volume: u16,
+        sector: u64,
+        data_hex: String,
+    },
+    Read {
+        volume: u16,
+        sector: u64,
+        len: u32,
+    },
     /// `drbdsetup down`: disconnect, detach, and exit the daemon.
     Down,
 }
@@ -151,14 +189,28 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Ok,
-    Pong { resource: String, pid: u32, io_mode: String },
+    Pong {
+        resource: String,
+        pid: u32,
+        io_mode: String,
+    },
     /// A refused command: the kernel's text and drbdsetup's exit code.
-    Refused { code: i32, text: String, exit_code: i32 },
+    Refused {
+        code: i32,
+        text: String,
+        exit_code: i32,
+    },
     /// A request the daemon could not carry out (bad path, bad argument, ...).
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Status(StatusSnapshot),
-    Data { data_hex: String },
-    Event { line: String },
+    Data {
+        data_hex: String,
+    },
+    Event {
+        line: String,
+    },
     TimedOut,
 }
 
@@ -189,7 +241,10 @@ impl Client {
     pub fn connect(path: &Path) -> io::Result<Client> {
         let s = UnixStream::connect(path)?;
         let writer = s.try_clone()?;
-        Ok(Client { reader: BufReader::new(s), writer })
+        Ok(Client {
+            reader: BufReader::new(s),
+            writer,
+        })
     }
 
     pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -197,7 +252,10 @@ impl Client {
     }
 
     pub fn send(&mut self, request: Request) -> io::Result<()> {
-        let env = RequestEnvelope { version: PROTOCOL_VERSION, request };
+        let env = RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request,
+        };
         let mut line = serde_json::to_string(&env).map_err(io::Error::other)?;
         line.push('\n');
         self.writer.write_all(line.as_bytes())
@@ -209,12 +267,16 @@ impl Client {
         if self.reader.read_line(&mut line)? == 0 {
             return Ok(None);
         }
-        let env: ResponseEnvelope = serde_json::from_str(&line)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("control socket: {e}")))?;
+        let env: ResponseEnvelope = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("control socket: {e}"))
+        })?;
         if env.version != PROTOCOL_VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("control protocol version {} (expected {PROTOCOL_VERSION})", env.version),
+                format!(
+                    "control protocol version {} (expected {PROTOCOL_VERSION})",
+                    env.version
+                ),
             ));
         }
         Ok(Some(env.response))
@@ -222,7 +284,12 @@ impl Client {
 
     pub fn call(&mut self, request: Request) -> io::Result<Response> {
         self.send(request)?;
-        self.recv()?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "daemon closed the control socket"))
+        self.recv()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "daemon closed the control socket",
+            )
+        })
     }
 }
 
@@ -242,7 +309,10 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -259,7 +329,10 @@ mod tests {
 
     #[test]
     fn envelope_is_versioned_json() {
-        let env = RequestEnvelope { version: PROTOCOL_VERSION, request: Request::Primary { force: true } };
+        let env = RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request: Request::Primary { force: true },
+        };
         let s = serde_json::to_string(&env).unwrap();
         assert_eq!(s, r#"{"version":1,"request":{"Primary":{"force":true}}}"#);
     }

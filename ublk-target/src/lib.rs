@@ -5,9 +5,12 @@
 //! (`control`), the per-resource lifecycle (`lifecycle`), and the driver loop (`node`) that feeds
 //! the engine events and executes its outputs.
 
+pub mod attach;
 pub mod backing;
 pub mod control;
 pub mod frontend;
 pub mod lifecycle;
+pub mod node;
+pub mod server;
 pub mod status;
 pub mod transport;

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_RUN_DIR: &str = "/run/udrbd";
 
 pub fn run_dir_from_env() -> PathBuf {
-    std::env::var_os("UDRBD_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
+    std::env::var_os("UDRBD_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +23,11 @@ pub enum LockError {
     #[error("cannot open pid file {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
     #[error("resource {resource} is already served by udrbd pid {pid} (lock on {path})")]
-    Busy { resource: String, pid: String, path: PathBuf },
+    Busy {
+        resource: String,
+        pid: String,
+        path: PathBuf,
+    },
 }
 
 /// The held pid-file lock; released (and the file removed) on drop.
@@ -33,7 +39,10 @@ pub struct PidLock {
 
 impl PidLock {
     pub fn acquire(run_dir: &Path, resource: &str) -> Result<PidLock, LockError> {
-        std::fs::create_dir_all(run_dir).map_err(|source| LockError::RunDir { path: run_dir.into(), source })?;
+        std::fs::create_dir_all(run_dir).map_err(|source| LockError::RunDir {
+            path: run_dir.into(),
+            source,
+        })?;
         let _ = std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700));
         let path = pid_path(run_dir, resource);
         let mut file = OpenOptions::new()
@@ -43,13 +52,20 @@ impl PidLock {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| LockError::Open { path: path.clone(), source })?;
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            return Err(LockError::Busy { resource: resource.into(), pid: pid.trim().into(), path });
+            return Err(LockError::Busy {
+                resource: resource.into(),
+                pid: pid.trim().into(),
+                path,
+            });
         }
         let _ = file.set_len(0);
         let _ = file.rewind();

@@ -147,11 +147,20 @@ impl Wrapper {
 impl StatusSnapshot {
     /// `drbdsetup-84 status RES` text, including the blank line that ends the resource.
     pub fn render_status(&self, verbose: bool, statistics: bool) -> String {
-        let mut w = Wrapper { out: String::new(), col: 0, width: 80, indent: 0 };
+        let mut w = Wrapper {
+            out: String::new(),
+            col: 0,
+            width: 80,
+            indent: 0,
+        };
         w.line(0, &self.name);
         w.item(&format!("role:{}", self.role));
         if !self.suspended.is_empty() || verbose {
-            let s = if self.suspended.is_empty() { "no".to_string() } else { self.suspended.join(",") };
+            let s = if self.suspended.is_empty() {
+                "no".to_string()
+            } else {
+                self.suspended.join(",")
+            };
             w.item(&format!("suspended:{s}"));
         }
         w.end();
@@ -209,7 +218,10 @@ impl StatusSnapshot {
                         w.item(&format!("done:{:.2}", v.done_percent()));
                     }
                     if !v.resync_suspended.is_empty() {
-                        w.item(&format!("resync-suspended:{}", v.resync_suspended.join(",")));
+                        w.item(&format!(
+                            "resync-suspended:{}",
+                            v.resync_suspended.join(",")
+                        ));
                     } else if verbose {
                         w.item("resync-suspended:no");
                     }
@@ -237,8 +249,15 @@ impl StatusSnapshot {
     /// `drbdsetup events2 --now` lines for this snapshot, ending with `exists -`.
     pub fn events2_exists(&self, statistics: bool) -> Vec<String> {
         let mut lines = Vec::new();
-        let susp = if self.suspended.is_empty() { "no".to_string() } else { self.suspended.join(",") };
-        lines.push(format!("exists resource name:{} role:{} suspended:{susp}", self.name, self.role));
+        let susp = if self.suspended.is_empty() {
+            "no".to_string()
+        } else {
+            self.suspended.join(",")
+        };
+        lines.push(format!(
+            "exists resource name:{} role:{} suspended:{susp}",
+            self.name, self.role
+        ));
         for v in &self.volumes {
             let mut l = format!(
                 "exists device name:{} volume:{} minor:{} disk:{}",
@@ -267,7 +286,11 @@ impl StatusSnapshot {
                 c.peer_role
             ));
             for v in &self.volumes {
-                let rs = if v.resync_suspended.is_empty() { "no".to_string() } else { v.resync_suspended.join(",") };
+                let rs = if v.resync_suspended.is_empty() {
+                    "no".to_string()
+                } else {
+                    v.resync_suspended.join(",")
+                };
                 let mut l = format!(
                     "exists peer-device name:{} peer-node-id:0 conn-name:peer volume:{} replication:{} peer-disk:{} resync-suspended:{rs}",
                     self.name,
@@ -292,7 +315,13 @@ impl StatusSnapshot {
     /// `change` lines for what differs between `old` and `self` (only the changed attributes).
     pub fn events2_changes(&self, old: &StatusSnapshot) -> Vec<String> {
         let mut lines = Vec::new();
-        let susp = |s: &StatusSnapshot| if s.suspended.is_empty() { "no".to_string() } else { s.suspended.join(",") };
+        let susp = |s: &StatusSnapshot| {
+            if s.suspended.is_empty() {
+                "no".to_string()
+            } else {
+                s.suspended.join(",")
+            }
+        };
         let mut attrs = Vec::new();
         if self.role != old.role {
             attrs.push(format!("role:{}", self.role));
@@ -301,7 +330,11 @@ impl StatusSnapshot {
             attrs.push(format!("suspended:{}", susp(self)));
         }
         if !attrs.is_empty() {
-            lines.push(format!("change resource name:{} {}", self.name, attrs.join(" ")));
+            lines.push(format!(
+                "change resource name:{} {}",
+                self.name,
+                attrs.join(" ")
+            ));
         }
         for v in &self.volumes {
             let ov = old.volumes.iter().find(|o| o.volume == v.volume);
@@ -319,9 +352,10 @@ impl StatusSnapshot {
                 connection_word(&c.cstate),
                 c.peer_role
             )),
-            (Some(_), None) => {
-                lines.push(format!("destroy connection name:{} peer-node-id:0 conn-name:peer", self.name))
-            }
+            (Some(_), None) => lines.push(format!(
+                "destroy connection name:{} peer-node-id:0 conn-name:peer",
+                self.name
+            )),
             (Some(o), Some(c)) => {
                 let mut attrs = Vec::new();
                 if connection_word(&o.cstate) != connection_word(&c.cstate) {
@@ -369,7 +403,11 @@ impl StatusSnapshot {
 
     /// `drbdsetup role`: `Local/Peer`.
     pub fn role_text(&self) -> String {
-        let peer = self.connection.as_ref().map(|c| c.peer_role.as_str()).unwrap_or("Unknown");
+        let peer = self
+            .connection
+            .as_ref()
+            .map(|c| c.peer_role.as_str())
+            .unwrap_or("Unknown");
         format!("{}/{}", self.role, peer)
     }
 }
@@ -410,18 +448,29 @@ mod tests {
 
     fn snap(role: &str, volumes: Vec<VolumeStatus>, conn: Option<(&str, &str)>) -> StatusSnapshot {
         StatusSnapshot {
-            name: if volumes.len() > 1 { "r1".into() } else { "r0".into() },
+            name: if volumes.len() > 1 {
+                "r1".into()
+            } else {
+                "r0".into()
+            },
             role: role.into(),
             suspended: vec![],
             volumes,
-            connection: conn.map(|(c, p)| ConnectionStatus { cstate: c.into(), peer_role: p.into() }),
+            connection: conn.map(|(c, p)| ConnectionStatus {
+                cstate: c.into(),
+                peer_role: p.into(),
+            }),
         }
     }
 
     // Spec drbd-config-and-tools.md §4, first example.
     #[test]
     fn status_connected_primary() {
-        let s = snap("Primary", vec![vol(0, "UpToDate", "Connected", "UpToDate")], Some(("Connected", "Secondary")));
+        let s = snap(
+            "Primary",
+            vec![vol(0, "UpToDate", "Connected", "UpToDate")],
+            Some(("Connected", "Secondary")),
+        );
         assert_eq!(
             s.render_status(false, false),
             "r0 role:Primary\n  disk:UpToDate\n  peer role:Secondary\n    replication:Established peer-disk:UpToDate\n\n"
@@ -444,8 +493,15 @@ mod tests {
     // §4, third example.
     #[test]
     fn status_connecting() {
-        let s = snap("Secondary", vec![vol(0, "UpToDate", "WFConnection", "DUnknown")], Some(("WFConnection", "Unknown")));
-        assert_eq!(s.render_status(false, false), "r0 role:Secondary\n  disk:UpToDate\n  peer connection:Connecting\n\n");
+        let s = snap(
+            "Secondary",
+            vec![vol(0, "UpToDate", "WFConnection", "DUnknown")],
+            Some(("WFConnection", "Unknown")),
+        );
+        assert_eq!(
+            s.render_status(false, false),
+            "r0 role:Secondary\n  disk:UpToDate\n  peer connection:Connecting\n\n"
+        );
     }
 
     // §4, fourth example: two volumes.
@@ -453,7 +509,10 @@ mod tests {
     fn status_two_volumes() {
         let s = snap(
             "Secondary",
-            vec![vol(0, "UpToDate", "Connected", "UpToDate"), vol(1, "UpToDate", "Connected", "UpToDate")],
+            vec![
+                vol(0, "UpToDate", "Connected", "UpToDate"),
+                vol(1, "UpToDate", "Connected", "UpToDate"),
+            ],
             Some(("Connected", "Secondary")),
         );
         assert_eq!(
@@ -464,16 +523,34 @@ mod tests {
 
     #[test]
     fn status_standalone_has_no_peer_line() {
-        let s = snap("Secondary", vec![vol(0, "UpToDate", "StandAlone", "DUnknown")], None);
-        assert_eq!(s.render_status(false, false), "r0 role:Secondary\n  disk:UpToDate\n\n");
-        let s = snap("Secondary", vec![vol(0, "UpToDate", "StandAlone", "DUnknown")], Some(("StandAlone", "Unknown")));
-        assert_eq!(s.render_status(false, false), "r0 role:Secondary\n  disk:UpToDate\n  peer connection:StandAlone\n\n");
+        let s = snap(
+            "Secondary",
+            vec![vol(0, "UpToDate", "StandAlone", "DUnknown")],
+            None,
+        );
+        assert_eq!(
+            s.render_status(false, false),
+            "r0 role:Secondary\n  disk:UpToDate\n\n"
+        );
+        let s = snap(
+            "Secondary",
+            vec![vol(0, "UpToDate", "StandAlone", "DUnknown")],
+            Some(("StandAlone", "Unknown")),
+        );
+        assert_eq!(
+            s.render_status(false, false),
+            "r0 role:Secondary\n  disk:UpToDate\n  peer connection:StandAlone\n\n"
+        );
     }
 
     // Spec §5.1 example (first four lines and the end marker).
     #[test]
     fn events2_exists_lines() {
-        let s = snap("Secondary", vec![vol(0, "UpToDate", "Connected", "UpToDate")], Some(("Connected", "Primary")));
+        let s = snap(
+            "Secondary",
+            vec![vol(0, "UpToDate", "Connected", "UpToDate")],
+            Some(("Connected", "Primary")),
+        );
         assert_eq!(
             s.events2_exists(false),
             vec![
@@ -489,8 +566,16 @@ mod tests {
     // Spec §5.1 example (the two change lines).
     #[test]
     fn events2_change_lines() {
-        let old = snap("Secondary", vec![vol(0, "UpToDate", "Connected", "UpToDate")], Some(("Connected", "Primary")));
-        let new = snap("Secondary", vec![vol(0, "Inconsistent", "SyncTarget", "UpToDate")], Some(("SyncTarget", "Primary")));
+        let old = snap(
+            "Secondary",
+            vec![vol(0, "UpToDate", "Connected", "UpToDate")],
+            Some(("Connected", "Primary")),
+        );
+        let new = snap(
+            "Secondary",
+            vec![vol(0, "Inconsistent", "SyncTarget", "UpToDate")],
+            Some(("SyncTarget", "Primary")),
+        );
         assert_eq!(
             new.events2_changes(&old),
             vec![
@@ -502,7 +587,11 @@ mod tests {
 
     #[test]
     fn role_and_dstate_texts() {
-        let s = snap("Primary", vec![vol(0, "UpToDate", "SyncSource", "Inconsistent")], Some(("SyncSource", "Secondary")));
+        let s = snap(
+            "Primary",
+            vec![vol(0, "UpToDate", "SyncSource", "Inconsistent")],
+            Some(("SyncSource", "Secondary")),
+        );
         assert_eq!(s.role_text(), "Primary/Secondary");
         assert_eq!(s.volumes[0].dstate_text(), "UpToDate/Inconsistent");
     }

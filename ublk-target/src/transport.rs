@@ -78,7 +78,8 @@ pub enum FirstPacket {
 /// Binds the listening socket on our own address (SO_REUSEADDR, backlog 5, as the kernel does).
 pub fn listen(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     let err = |source| TransportError::Listen { addr, source };
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     sock.set_reuse_address(true).map_err(err)?;
     sock.bind(&addr.into()).map_err(err)?;
     sock.listen(5).map_err(err)?;
@@ -161,12 +162,21 @@ pub fn establish(
     };
     configure(params, &data, &meta);
     info!(resolve_conflicts, "data and meta sockets established");
-    Ok(SocketPair { data, meta, resolve_conflicts })
+    Ok(SocketPair {
+        data,
+        meta,
+        resolve_conflicts,
+    })
 }
 
 /// Outgoing connect from our own IP (ephemeral port) with `connect-int` as timeout.
 fn try_connect(params: &ConnectParams) -> Option<TcpStream> {
-    let sock = Socket::new(Domain::for_address(params.local), Type::STREAM, Some(Protocol::TCP)).ok()?;
+    let sock = Socket::new(
+        Domain::for_address(params.local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .ok()?;
     let mut src = params.local;
     src.set_port(0);
     sock.bind(&src.into()).ok()?;
@@ -202,7 +212,11 @@ fn wait_for_connect(
     rng: &mut impl Rng,
 ) -> Option<TcpStream> {
     let base = params.connect_int;
-    let wait = if rng.gen_bool(0.5) { base + base / 7 } else { base - base / 7 };
+    let wait = if rng.gen_bool(0.5) {
+        base + base / 7
+    } else {
+        base - base / 7
+    };
     let deadline = Instant::now() + wait;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -224,7 +238,10 @@ fn wait_for_connect(
         if now >= deadline {
             return None;
         }
-        poll_readable(listener.as_raw_fd(), (deadline - now).min(Duration::from_millis(100)));
+        poll_readable(
+            listener.as_raw_fd(),
+            (deadline - now).min(Duration::from_millis(100)),
+        );
     }
 }
 
@@ -312,7 +329,10 @@ fn socket_okay(s: &mut Option<TcpStream>) {
 
 /// Socket options after the pair is formed (spec §2.2 step 4).
 fn configure(params: &ConnectParams, data: &TcpStream, meta: &TcpStream) {
-    for (s, prio) in [(data, TC_PRIO_INTERACTIVE_BULK), (meta, TC_PRIO_INTERACTIVE)] {
+    for (s, prio) in [
+        (data, TC_PRIO_INTERACTIVE_BULK),
+        (meta, TC_PRIO_INTERACTIVE),
+    ] {
         let _ = s.set_nodelay(true);
         let sr = SockRef::from(s);
         if params.sndbuf_size > 0 {
@@ -349,7 +369,11 @@ fn set_priority(s: &TcpStream, prio: libc::c_int) -> io::Result<()> {
 }
 
 fn poll_readable(fd: std::os::fd::RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe {
@@ -363,15 +387,33 @@ mod tests {
 
     #[test]
     fn initial_headers_are_the_kernels_bytes() {
-        assert_eq!(h80(P_INITIAL_DATA, 0), [0x83, 0x74, 0x02, 0x67, 0xff, 0xf2, 0, 0]);
-        assert_eq!(h80(P_INITIAL_META, 0), [0x83, 0x74, 0x02, 0x67, 0xff, 0xf1, 0, 0]);
+        assert_eq!(
+            h80(P_INITIAL_DATA, 0),
+            [0x83, 0x74, 0x02, 0x67, 0xff, 0xf2, 0, 0]
+        );
+        assert_eq!(
+            h80(P_INITIAL_META, 0),
+            [0x83, 0x74, 0x02, 0x67, 0xff, 0xf1, 0, 0]
+        );
     }
 
     #[test]
     fn classify_accepts_h80_and_h95_and_rejects_others() {
-        assert_eq!(classify_first_header(&h80(P_INITIAL_DATA, 0)), FirstPacket::Data);
-        assert_eq!(classify_first_header(&[0x83, 0x5a, 0xff, 0xf1, 0, 0, 0, 0]), FirstPacket::Meta);
-        assert!(matches!(classify_first_header(&h80(0xfffe, 72)), FirstPacket::Other(_)));
-        assert!(matches!(classify_first_header(&[0; 8]), FirstPacket::Other(_)));
+        assert_eq!(
+            classify_first_header(&h80(P_INITIAL_DATA, 0)),
+            FirstPacket::Data
+        );
+        assert_eq!(
+            classify_first_header(&[0x83, 0x5a, 0xff, 0xf1, 0, 0, 0, 0]),
+            FirstPacket::Meta
+        );
+        assert!(matches!(
+            classify_first_header(&h80(0xfffe, 72)),
+            FirstPacket::Other(_)
+        ));
+        assert!(matches!(
+            classify_first_header(&[0; 8]),
+            FirstPacket::Other(_)
+        ));
     }
 }

@@ -65,7 +65,8 @@ fn outgoing_sockets_carry_the_kernels_initial_packets() {
     let l = transport::listen(ours).unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
     let c2 = cancel.clone();
-    let t = std::thread::spawn(move || transport::establish(&params(ours, theirs), &l, &c2).unwrap());
+    let t =
+        std::thread::spawn(move || transport::establish(&params(ours, theirs), &l, &c2).unwrap());
     let mut first = [0u8; 8];
     let (mut s1, _) = fake.accept().unwrap();
     s1.read_exact(&mut first).unwrap();
@@ -91,13 +92,20 @@ fn incoming_sockets_are_classified_and_garbage_is_closed() {
     let l = transport::listen(ours).unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
     let c2 = cancel.clone();
-    let t = std::thread::spawn(move || transport::establish(&params(ours, theirs), &l, &c2).unwrap());
+    let t =
+        std::thread::spawn(move || transport::establish(&params(ours, theirs), &l, &c2).unwrap());
 
     let mut junk = TcpStream::connect(ours).unwrap();
-    junk.write_all(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xf2, 0, 0]).unwrap();
-    junk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    junk.write_all(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xf2, 0, 0])
+        .unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut b = [0u8; 1];
-    assert_eq!(junk.read(&mut b).unwrap(), 0, "a bad first header must close the socket");
+    assert_eq!(
+        junk.read(&mut b).unwrap(),
+        0,
+        "a bad first header must close the socket"
+    );
 
     let mut d = TcpStream::connect(ours).unwrap();
     d.write_all(&transport::h80(P_INITIAL_DATA, 0)).unwrap();
@@ -118,5 +126,8 @@ fn cancel_stops_the_loop() {
     let t = std::thread::spawn(move || transport::establish(&params(ours, theirs), &l, &c2));
     std::thread::sleep(Duration::from_millis(300));
     cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(matches!(t.join().unwrap(), Err(transport::TransportError::Cancelled)));
+    assert!(matches!(
+        t.join().unwrap(),
+        Err(transport::TransportError::Cancelled)
+    ));
 }

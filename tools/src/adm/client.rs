@@ -97,7 +97,10 @@ pub struct VerbError {
 
 impl VerbError {
     fn new(exit_code: u8, message: impl Into<String>) -> VerbError {
-        VerbError { message: message.into(), exit_code }
+        VerbError {
+            message: message.into(),
+            exit_code,
+        }
     }
 }
 
@@ -115,8 +118,12 @@ fn socket(env: &AdmEnv, res: &str) -> PathBuf {
 
 /// Connects to a running daemon.
 pub fn connect(env: &AdmEnv, res: &str) -> Result<Client, VerbError> {
-    Client::connect(&socket(env, res))
-        .map_err(|e| VerbError::new(EXIT_NO_DAEMON, format!("{res}: no udrbd daemon for this resource ({e})")))
+    Client::connect(&socket(env, res)).map_err(|e| {
+        VerbError::new(
+            EXIT_NO_DAEMON,
+            format!("{res}: no udrbd daemon for this resource ({e})"),
+        )
+    })
 }
 
 /// Connects, starting the daemon first if none runs (`up`, `attach`, `connect`).
@@ -134,9 +141,14 @@ pub fn ensure_daemon(env: &AdmEnv, res: &str) -> Result<Client, VerbError> {
         .append(true)
         .open(&log_path)
         .map_err(|e| VerbError::new(EXIT_NO_DAEMON, format!("{}: {e}", log_path.display())))?;
-    let log2 = log.try_clone().map_err(|e| VerbError::new(EXIT_NO_DAEMON, e.to_string()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| VerbError::new(EXIT_NO_DAEMON, e.to_string()))?;
     let mut cmd = Command::new(&env.daemon_bin);
-    cmd.arg("--resource").arg(res).arg("--run-dir").arg(&env.run_dir);
+    cmd.arg("--resource")
+        .arg(res)
+        .arg("--run-dir")
+        .arg(&env.run_dir);
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
     // Its own session, so the daemon outlives this command and its terminal.
     use std::os::unix::process::CommandExt;
@@ -148,7 +160,10 @@ pub fn ensure_daemon(env: &AdmEnv, res: &str) -> Result<Client, VerbError> {
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        VerbError::new(EXIT_NO_DAEMON, format!("cannot start {}: {e}", env.daemon_bin.display()))
+        VerbError::new(
+            EXIT_NO_DAEMON,
+            format!("cannot start {}: {e}", env.daemon_bin.display()),
+        )
     })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -162,11 +177,20 @@ pub fn ensure_daemon(env: &AdmEnv, res: &str) -> Result<Client, VerbError> {
         if let (Ok(Some(status)), false) = (child.try_wait(), other) {
             return Err(VerbError::new(
                 EXIT_NO_DAEMON,
-                format!("udrbd for {res} exited at start ({status}); see {}", log_path.display()),
+                format!(
+                    "udrbd for {res} exited at start ({status}); see {}",
+                    log_path.display()
+                ),
             ));
         }
         if Instant::now() > deadline {
-            return Err(VerbError::new(EXIT_NO_DAEMON, format!("udrbd for {res} did not come up; see {}", log_path.display())));
+            return Err(VerbError::new(
+                EXIT_NO_DAEMON,
+                format!(
+                    "udrbd for {res} did not come up; see {}",
+                    log_path.display()
+                ),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -176,19 +200,38 @@ pub fn ensure_daemon(env: &AdmEnv, res: &str) -> Result<Client, VerbError> {
 /// drbdadm would have run, for the error message.
 fn check(what: &str, r: std::io::Result<Response>) -> VerbResult {
     match r {
-        Ok(Response::Ok) | Ok(Response::Pong { .. }) | Ok(Response::Status(_)) | Ok(Response::Data { .. }) => Ok(()),
-        Ok(Response::Refused { code, text, exit_code }) => {
+        Ok(Response::Ok)
+        | Ok(Response::Pong { .. })
+        | Ok(Response::Status(_))
+        | Ok(Response::Data { .. }) => Ok(()),
+        Ok(Response::Refused {
+            code,
+            text,
+            exit_code,
+        }) => {
             let msg = if code < 0 {
                 format!("State change failed: ({code}) {text}\nCommand '{what}' terminated with exit code {exit_code}")
             } else {
                 format!("{text}\nCommand '{what}' terminated with exit code {exit_code}")
             };
-            Err(VerbError::new(u8::try_from(exit_code).unwrap_or(EXIT_REFUSED), msg))
+            Err(VerbError::new(
+                u8::try_from(exit_code).unwrap_or(EXIT_REFUSED),
+                msg,
+            ))
         }
-        Ok(Response::Error { message }) => Err(VerbError::new(EXIT_REFUSED, format!("{message}\nCommand '{what}' failed"))),
+        Ok(Response::Error { message }) => Err(VerbError::new(
+            EXIT_REFUSED,
+            format!("{message}\nCommand '{what}' failed"),
+        )),
         Ok(Response::TimedOut) => Err(VerbError::new(5, format!("{what}: timed out"))),
-        Ok(Response::Event { .. }) => Err(VerbError::new(EXIT_REFUSED, "unexpected event from the daemon")),
-        Err(e) => Err(VerbError::new(EXIT_NO_DAEMON, format!("{what}: control socket: {e}"))),
+        Ok(Response::Event { .. }) => Err(VerbError::new(
+            EXIT_REFUSED,
+            "unexpected event from the daemon",
+        )),
+        Err(e) => Err(VerbError::new(
+            EXIT_NO_DAEMON,
+            format!("{what}: control socket: {e}"),
+        )),
     }
 }
 
@@ -222,14 +265,22 @@ fn run_meta(env: &AdmEnv, args: &[String]) -> VerbResult {
     let st = Command::new(&env.meta_bin)
         .args(args)
         .status()
-        .map_err(|e| VerbError::new(EXIT_REFUSED, format!("cannot run {}: {e}", env.meta_bin.display())))?;
+        .map_err(|e| {
+            VerbError::new(
+                EXIT_REFUSED,
+                format!("cannot run {}: {e}", env.meta_bin.display()),
+            )
+        })?;
     if st.success() {
         Ok(())
     } else {
         let code = st.code().unwrap_or(1);
         Err(VerbError::new(
             u8::try_from(code).unwrap_or(1),
-            format!("Command 'udrbdmeta {}' terminated with exit code {code}", args.join(" ")),
+            format!(
+                "Command 'udrbdmeta {}' terminated with exit code {code}",
+                args.join(" ")
+            ),
         ))
     }
 }
@@ -237,7 +288,13 @@ fn run_meta(env: &AdmEnv, args: &[String]) -> VerbResult {
 /// `drbdadm attach`: attach each volume (the daemon runs the apply-al step itself).
 pub fn attach(env: &AdmEnv, plan: &ResourcePlan) -> VerbResult {
     for v in &plan.volumes {
-        let what = format!("drbdsetup attach {} {} {} {}", v.minor, v.disk.display(), v.meta_path().display(), v.meta_index_arg());
+        let what = format!(
+            "drbdsetup attach {} {} {} {}",
+            v.minor,
+            v.disk.display(),
+            v.meta_path().display(),
+            v.meta_index_arg()
+        );
         if dry(env, what.clone()) {
             continue;
         }
@@ -258,7 +315,10 @@ pub fn attach(env: &AdmEnv, plan: &ResourcePlan) -> VerbResult {
 /// `drbdadm connect` (with `discard_my_data` from `-- --discard-my-data`).
 pub fn connect_net(env: &AdmEnv, plan: &ResourcePlan, discard_my_data: bool) -> VerbResult {
     let (Some(local), Some(peer)) = (plan.local, plan.peer) else {
-        return Err(VerbError::new(EXIT_REFUSED, format!("{}: no peer address in the configuration", plan.name)));
+        return Err(VerbError::new(
+            EXIT_REFUSED,
+            format!("{}: no peer address in the configuration", plan.name),
+        ));
     };
     let what = format!("drbdsetup connect {} ipv4:{local} ipv4:{peer}", plan.name);
     if dry(env, what.clone()) {
@@ -267,7 +327,14 @@ pub fn connect_net(env: &AdmEnv, plan: &ResourcePlan, discard_my_data: bool) -> 
     let mut c = ensure_daemon(env, &plan.name)?;
     let mut options = plan.net.clone();
     options.discard_my_data = discard_my_data;
-    check(&what, c.call(Request::Connect { local, peer, options }))
+    check(
+        &what,
+        c.call(Request::Connect {
+            local,
+            peer,
+            options,
+        }),
+    )
 }
 
 /// `drbdadm up` = attach + connect.
@@ -290,7 +357,9 @@ pub fn down(env: &AdmEnv, res: &str) -> VerbResult {
     if dry(env, format!("drbdsetup down {res}")) {
         return Ok(());
     }
-    let Ok(mut c) = Client::connect(&socket(env, res)) else { return Ok(()) };
+    let Ok(mut c) = Client::connect(&socket(env, res)) else {
+        return Ok(());
+    };
     check(&format!("drbdsetup down {res}"), c.call(Request::Down))?;
     // Wait for the process to leave so that a following `up` starts a fresh one.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -302,15 +371,26 @@ pub fn down(env: &AdmEnv, res: &str) -> VerbResult {
 
 /// The daemon's status snapshot; a resource without a daemon is "Unconfigured".
 pub fn snapshot(env: &AdmEnv, res: &str) -> Result<Option<StatusSnapshot>, VerbError> {
-    let Ok(mut c) = Client::connect(&socket(env, res)) else { return Ok(None) };
+    let Ok(mut c) = Client::connect(&socket(env, res)) else {
+        return Ok(None);
+    };
     match c.call(Request::Status) {
         Ok(Response::Status(s)) => Ok(Some(s)),
-        other => Err(VerbError::new(EXIT_NO_DAEMON, format!("{res}: status: {other:?}"))),
+        other => Err(VerbError::new(
+            EXIT_NO_DAEMON,
+            format!("{res}: status: {other:?}"),
+        )),
     }
 }
 
 /// `drbdadm status RES`.
-pub fn status(env: &AdmEnv, res: &str, verbose: bool, statistics: bool, out: &mut impl Write) -> VerbResult {
+pub fn status(
+    env: &AdmEnv,
+    res: &str,
+    verbose: bool,
+    statistics: bool,
+    out: &mut impl Write,
+) -> VerbResult {
     match snapshot(env, res)? {
         Some(s) => {
             let _ = out.write_all(s.render_status(verbose, statistics).as_bytes());
@@ -349,9 +429,16 @@ pub fn wait(env: &AdmEnv, res: &str, req: Request) -> VerbResult {
 
 /// `drbdadm events2 RES [--now] [--statistics]`: prints lines until the daemon stops (or, with
 /// --now, after `exists -`).
-pub fn events2(env: &AdmEnv, res: &str, now: bool, statistics: bool, out: &mut impl Write) -> VerbResult {
+pub fn events2(
+    env: &AdmEnv,
+    res: &str,
+    now: bool,
+    statistics: bool,
+    out: &mut impl Write,
+) -> VerbResult {
     let mut c = connect(env, res)?;
-    c.send(Request::Events { now, statistics }).map_err(|e| VerbError::new(EXIT_NO_DAEMON, e.to_string()))?;
+    c.send(Request::Events { now, statistics })
+        .map_err(|e| VerbError::new(EXIT_NO_DAEMON, e.to_string()))?;
     loop {
         match c.recv() {
             Ok(Some(Response::Event { line })) => {
@@ -363,7 +450,7 @@ pub fn events2(env: &AdmEnv, res: &str, now: bool, statistics: bool, out: &mut i
                 }
             }
             Ok(None) => return Ok(()),
-            Ok(other) => return check("drbdsetup events2", Ok(other)),
+            Ok(Some(other)) => return check("drbdsetup events2", Ok(other)),
             Err(e) => return Err(VerbError::new(EXIT_NO_DAEMON, e.to_string())),
         }
     }
@@ -373,18 +460,40 @@ pub fn events2(env: &AdmEnv, res: &str, now: bool, statistics: bool, out: &mut i
 /// missing; changed net options are pushed with `NetOptions`.
 pub fn adjust(env: &AdmEnv, plan: &ResourcePlan) -> VerbResult {
     let snap = snapshot(env, &plan.name)?;
-    let Some(snap) = snap else { return up(env, plan) };
+    let Some(snap) = snap else {
+        return up(env, plan);
+    };
     let attached: Vec<u16> = snap.volumes.iter().map(|v| v.volume).collect();
-    let missing: Vec<VolumePlan> = plan.volumes.iter().filter(|v| !attached.contains(&v.volume)).cloned().collect();
+    let missing: Vec<VolumePlan> = plan
+        .volumes
+        .iter()
+        .filter(|v| !attached.contains(&v.volume))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
-        attach(env, &ResourcePlan { volumes: missing, ..plan.clone() })?;
+        attach(
+            env,
+            &ResourcePlan {
+                volumes: missing,
+                ..plan.clone()
+            },
+        )?;
     }
     match &snap.connection {
         None => connect_net(env, plan, false),
         Some(c) if c.cstate == "StandAlone" => connect_net(env, plan, false),
         Some(_) => {
-            let (Some(_), Some(_)) = (plan.local, plan.peer) else { return Ok(()) };
-            simple(env, &plan.name, &format!("drbdsetup net-options {}", plan.name), Request::NetOptions { options: plan.net.clone() })
+            let (Some(_), Some(_)) = (plan.local, plan.peer) else {
+                return Ok(());
+            };
+            simple(
+                env,
+                &plan.name,
+                &format!("drbdsetup net-options {}", plan.name),
+                Request::NetOptions {
+                    options: plan.net.clone(),
+                },
+            )
         }
     }
 }
