@@ -224,7 +224,11 @@ impl Net {
                     fin: [false, false],
                 };
             }
-            Phase::Connecting { .. } => self.phase = Phase::Down,
+            Phase::Connecting { .. } => {
+                // A failed attempt: the connect loop tries again.
+                self.phase = Phase::Down;
+                self.maybe_start_connecting(now_ns);
+            }
             _ => {}
         }
     }

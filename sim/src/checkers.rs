@@ -1,0 +1,264 @@
+//! The oracle: what the upper layer was promised, and the invariants the pair must keep.
+//!
+//! Every 4 KiB block the workload writes carries its write id in every sector, so the checkers
+//! can name which write a disk holds (or that a block is a torn mixture).
+//!
+//! The model keeps, per block, the set of values a correct replicated device may hold:
+//! - normally the last completed write (plus a write still in flight to it);
+//! - after a crash, any value written since the last completed flush covering it, because block
+//!   devices promise durability only for flushed data (and DRBD resyncs a crashed Primary's
+//!   activity-log extents from that Primary, whatever it kept).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const BLOCK_BYTES: u64 = 4096;
+const SECTOR: usize = 512;
+
+/// Why a run failed; each class has its own exit code (TigerBeetle's `Failure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The engine panicked, returned an error it should not, or asked for impossible I/O.
+    Crash,
+    /// A safety invariant was violated.
+    Correctness,
+    /// The healed pair did not converge within the budget.
+    Liveness,
+}
+
+impl FailureClass {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            FailureClass::Crash => 10,
+            FailureClass::Correctness => 11,
+            FailureClass::Liveness => 12,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// Which invariant, short and stable (used by the mutation tests).
+    pub check: &'static str,
+    pub detail: String,
+    pub at_ns: u64,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} [{}] at {} ns: {}", self.class, self.check, self.at_ns, self.detail)
+    }
+}
+
+/// The bytes of block `block` as written by write `write_id` (ids start at 1; 0 = zeros).
+pub fn block_pattern(write_id: u64, block: u64) -> Vec<u8> {
+    let mut out = vec![0u8; BLOCK_BYTES as usize];
+    if write_id == 0 {
+        return out;
+    }
+    for (i, sector) in out.chunks_mut(SECTOR).enumerate() {
+        sector[0..8].copy_from_slice(&write_id.to_le_bytes());
+        sector[8..16].copy_from_slice(&block.to_le_bytes());
+        sector[16] = i as u8;
+        let mut x = write_id ^ block.rotate_left(32) ^ (i as u64);
+        for b in &mut sector[17..] {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *b = (x >> 56) as u8;
+        }
+    }
+    out
+}
+
+/// What a block holds, as far as the checkers can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockValue {
+    Write(u64),
+    /// Sectors from different writes (a torn or half-synced block) or foreign bytes.
+    Mixed,
+}
+
+pub fn identify(data: &[u8], block: u64) -> BlockValue {
+    let first = sector_write_id(&data[..SECTOR], block);
+    let Some(id) = first else { return BlockValue::Mixed };
+    if data == block_pattern(id, block).as_slice() {
+        BlockValue::Write(id)
+    } else {
+        BlockValue::Mixed
+    }
+}
+
+fn sector_write_id(sector: &[u8], block: u64) -> Option<u64> {
+    if sector.iter().all(|b| *b == 0) {
+        return Some(0);
+    }
+    let id = u64::from_le_bytes(sector[0..8].try_into().ok()?);
+    let b = u64::from_le_bytes(sector[8..16].try_into().ok()?);
+    (b == block).then_some(id)
+}
+
+#[derive(Clone, Debug)]
+struct BlockModel {
+    acked: u64,
+    in_flight: Option<u64>,
+    /// Every value a crash may leave: the value at the last durability point and all written
+    /// (or attempted) since.
+    history: Vec<u64>,
+    fuzzy: bool,
+    last_complete_gen: u64,
+}
+
+impl Default for BlockModel {
+    fn default() -> Self {
+        BlockModel { acked: 0, in_flight: None, history: vec![0], fuzzy: false, last_complete_gen: 0 }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    blocks: BTreeMap<u64, BlockModel>,
+    gen: u64,
+    /// Set when the run made two lineages of data (a promotion from stale data): value checks
+    /// pause until the pair is back in sync, then restart from what it holds.
+    pub diverged: bool,
+}
+
+impl Model {
+    pub fn write_issued(&mut self, id: u64, blocks: &[u64]) {
+        for b in blocks {
+            let m = self.blocks.entry(*b).or_default();
+            assert!(m.in_flight.is_none(), "workload issued overlapping writes to block {b}");
+            m.in_flight = Some(id);
+            m.history.push(id);
+        }
+    }
+
+    pub fn write_completed(&mut self, id: u64, blocks: &[u64], ok: bool) {
+        self.gen += 1;
+        for b in blocks {
+            let m = self.blocks.entry(*b).or_default();
+            assert_eq!(m.in_flight, Some(id));
+            m.in_flight = None;
+            if ok {
+                m.acked = id;
+                m.fuzzy = false;
+                m.last_complete_gen = self.gen;
+            } else {
+                // A failed write leaves the block undefined between old and new.
+                m.fuzzy = true;
+            }
+        }
+    }
+
+    /// The node holding this request crashed: it never completes, either value may remain.
+    pub fn write_abandoned(&mut self, id: u64, blocks: &[u64]) {
+        for b in blocks {
+            let m = self.blocks.entry(*b).or_default();
+            if m.in_flight == Some(id) {
+                m.in_flight = None;
+                m.fuzzy = true;
+            }
+        }
+    }
+
+    pub fn flush_issued(&self) -> u64 {
+        self.gen
+    }
+
+    /// A flush issued when the generation was `gen` completed: every block whose last write
+    /// completed before it is durable.
+    pub fn flush_completed(&mut self, gen: u64) {
+        for m in self.blocks.values_mut() {
+            if m.last_complete_gen <= gen && m.in_flight.is_none() && !m.fuzzy {
+                m.history = vec![m.acked];
+            }
+        }
+    }
+
+    pub fn crashed(&mut self) {
+        for m in self.blocks.values_mut() {
+            if m.history.len() > 1 || m.in_flight.is_some() {
+                m.fuzzy = true;
+            }
+        }
+    }
+
+    pub fn allowed(&self, block: u64, value: BlockValue) -> bool {
+        let Some(m) = self.blocks.get(&block) else { return value == BlockValue::Write(0) };
+        let BlockValue::Write(v) = value else { return false };
+        if m.fuzzy {
+            v == m.acked || m.history.contains(&v)
+        } else {
+            v == m.acked || m.in_flight == Some(v)
+        }
+    }
+
+    pub fn expected(&self, block: u64) -> String {
+        match self.blocks.get(&block) {
+            None => "write 0 (never written)".into(),
+            Some(m) if m.fuzzy => format!("one of {:?} (after a crash)", m.history),
+            Some(m) => format!("write {} (in flight: {:?})", m.acked, m.in_flight),
+        }
+    }
+
+    pub fn in_flight(&self, block: u64) -> bool {
+        self.blocks.get(&block).is_some_and(|m| m.in_flight.is_some())
+    }
+
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.blocks.keys().copied()
+    }
+
+    pub fn any_in_flight(&self) -> bool {
+        self.blocks.values().any(|m| m.in_flight.is_some())
+    }
+
+    /// After a divergence has been resolved (the pair synced), what the disks now hold is the
+    /// only lineage left.
+    pub fn rebase(&mut self, values: &[(u64, u64)]) {
+        for (block, v) in values {
+            let m = self.blocks.entry(*block).or_default();
+            m.acked = *v;
+            m.history = vec![*v];
+            m.fuzzy = false;
+        }
+        self.diverged = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_identify_their_write_and_torn_blocks_are_mixed() {
+        let a = block_pattern(5, 17);
+        assert_eq!(identify(&a, 17), BlockValue::Write(5));
+        assert_eq!(identify(&a, 18), BlockValue::Mixed, "a block at the wrong place is foreign");
+        assert_eq!(identify(&[0u8; 4096], 3), BlockValue::Write(0));
+        let mut torn = block_pattern(6, 17);
+        torn[512..1024].copy_from_slice(&a[512..1024]);
+        assert_eq!(identify(&torn, 17), BlockValue::Mixed);
+    }
+
+    #[test]
+    fn model_follows_completion_flush_and_crash() {
+        let mut m = Model::default();
+        m.write_issued(1, &[0]);
+        assert!(m.allowed(0, BlockValue::Write(0)) && m.allowed(0, BlockValue::Write(1)));
+        m.write_completed(1, &[0], true);
+        assert!(!m.allowed(0, BlockValue::Write(0)), "a completed write must be visible");
+        m.crashed();
+        assert!(m.allowed(0, BlockValue::Write(0)), "not flushed: a crash may lose it");
+        let g = {
+            m.write_issued(2, &[0]);
+            m.write_completed(2, &[0], true);
+            m.flush_issued()
+        };
+        m.flush_completed(g);
+        m.crashed();
+        assert!(!m.allowed(0, BlockValue::Write(1)), "flushed: only write 2 may remain");
+        assert!(m.allowed(0, BlockValue::Write(2)));
+        assert!(!m.allowed(0, BlockValue::Mixed));
+    }
+}
