@@ -62,7 +62,7 @@ impl Cpio {
 
     /// Header+name and data each end on a 4-byte boundary.
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }

@@ -37,6 +37,25 @@ pub use kernel::{cache_root, KernelImage};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// The committed kernel captures (made by tests/make_captures.rs) and how they were made.
+pub mod captures {
+    /// Kernel 8.4.11 pair: connect over 127.0.0.1, `primary --force`, first seconds of resync.
+    pub const CONNECT_RESYNC: &str = "kernel84-connect-resync";
+    /// The same with `cram-hmac-alg sha1; shared-secret` [`AUTH_SECRET`].
+    pub const CONNECT_RESYNC_AUTH_SHA1: &str = "kernel84-connect-resync-auth-sha1";
+    /// The shared secret of the auth capture (a test value, committed on purpose).
+    pub const AUTH_SECRET: &str = "udrbd-lab-secret";
+    /// Size of each side's backing device in MiB (internal meta-data at its end).
+    pub const BACKING_MIB: u64 = 16;
+
+    /// The fixture's path in the source tree.
+    pub fn path(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("captures")
+            .join(format!("{name}.pcap"))
+    }
+}
+
 /// Shell helpers for a pair of kernel DRBD resources in one guest (see the file's header).
 pub const DRBD_PAIR_SH: &str = include_str!("../scripts/drbd-pair.sh");
 
