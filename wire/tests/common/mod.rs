@@ -199,3 +199,199 @@ pub fn write_pcap(sport: u16, dport: u16, chunks: &[Vec<u8>]) -> Vec<u8> {
     }
     f
 }
+
+use bytes::Bytes;
+use udrbd_wire::protocol::ResyncController;
+use udrbd_wire::*;
+
+/// One representative frame per command, as a kernel at apv 101 with all 8.4 features
+/// would frame it (handshake packets first, at apv 80).
+pub fn samples() -> Vec<(Dialect, Frame)> {
+    let d80 = Dialect::INITIAL;
+    let d = Dialect::KERNEL_101;
+    let bid = BlockId([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+    let data = |sector, seq_num, flags| Data {
+        sector,
+        block_id: bid,
+        seq_num,
+        dp_flags: DpFlags(flags),
+        digest: Bytes::new(),
+        data: Bytes::from((0..4096u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()),
+    };
+    let ack = |sector, seq_num| BlockAck {
+        sector,
+        block_id: bid,
+        blksize: 4096,
+        seq_num,
+    };
+    let req = |sector| BlockReq {
+        sector,
+        block_id: BlockId::SYNCER,
+        blksize: 4096,
+    };
+    let state = State::new(
+        Role::Primary,
+        Role::Secondary,
+        ConnState::Connected,
+        DiskState::UpToDate,
+        DiskState::UpToDate,
+    );
+    let protocol = Protocol {
+        protocol: 3,
+        after_sb_0p: AfterSbPolicy::DISCARD_ZERO_CHANGES,
+        after_sb_1p: AfterSbPolicy::CONSENSUS,
+        after_sb_2p: AfterSbPolicy::DISCONNECT,
+        conn_flags: ConnFlags(1),
+        two_primaries: 1,
+        integrity_alg: Some(AlgName::new("sha1").unwrap()),
+    };
+    let trim = Trim {
+        sector: 1024,
+        block_id: bid,
+        seq_num: 12,
+        dp_flags: DpFlags::DISCARD.union(DpFlags::SEND_WRITE_ACK),
+        size: 1 << 20,
+    };
+    let v = Volume(0);
+    let mut out = vec![
+        (d80, Frame::new(v, Packet::InitialData)),
+        (d80, Frame::new(v, Packet::InitialMeta)),
+        (d80, Frame::new(v, Packet::ConnectionFeatures(Features::UDRBD))),
+    ];
+    let packets = vec![
+        Packet::AuthChallenge(Bytes::from(vec![0x5a; 64])),
+        Packet::AuthResponse(Bytes::from(vec![0xa5; 20])),
+        Packet::Protocol(protocol.clone()),
+        Packet::SyncParam89(SyncParam {
+            form: SyncParamForm::V95,
+            resync_rate: 250,
+            verify_alg: AlgName::new("sha1").unwrap(),
+            csums_alg: AlgName::new("md5").unwrap(),
+            controller: ResyncController {
+                c_plan_ahead: 20,
+                c_delay_target: 10,
+                c_fill_target: 100,
+                c_max_rate: 102_400,
+            },
+        }),
+        Packet::Sizes(Sizes {
+            d_size_sectors: 2_097_152,
+            u_size_sectors: 0,
+            c_size_sectors: 2_097_152,
+            max_bio_size: 1 << 20,
+            queue_order_type: 0,
+            dds_flags: DdsFlags(0),
+            qlim: Some(QueueLimits {
+                physical_block_size: 4096,
+                logical_block_size: 512,
+                alignment_offset: 0,
+                io_min: 4096,
+                io_opt: 0,
+                discard_enabled: 1,
+                discard_zeroes_data: 0,
+                write_same_capable: 0,
+            }),
+        }),
+        Packet::Uuids(Uuids {
+            current: 0x1234_5678_9abc_def1,
+            bitmap: 0,
+            history: [0x1111_2222_3333_4444, 0],
+            dirty_bits: 42,
+            flags: UuidFlags::CRASHED_PRIMARY,
+        }),
+        Packet::State(state),
+        Packet::StateChgReq(ReqState {
+            mask: StateMask::ROLE,
+            val: State::default().with_role(Role::Primary),
+        }),
+        Packet::StateChgReply(StateChgReply::SUCCESS),
+        Packet::ConnStChgReq(ReqState {
+            mask: StateMask::CONN,
+            val: State::default().with_conn(ConnState::Disconnecting),
+        }),
+        Packet::ConnStChgReply(StateChgReply::CW_FAILED_BY_PEER),
+        Packet::SyncUuid(0x0001_0000_dead_beef),
+        Packet::Data(data(2048, 1, 0x112)),
+        Packet::DataReply(data(4096, 0, 0)),
+        Packet::RsDataReply(data(8192, 0, 0)),
+        Packet::DataRequest(BlockReq {
+            sector: 16,
+            block_id: bid,
+            blksize: 4096,
+        }),
+        Packet::RsDataRequest(req(24)),
+        Packet::OvRequest(req(32)),
+        Packet::RsThinReq(req(40)),
+        Packet::OvReply(DigestReq {
+            req: req(32),
+            digest: Bytes::from(vec![0xd1; 20]),
+        }),
+        Packet::CsumRsRequest(DigestReq {
+            req: req(48),
+            digest: Bytes::from(vec![0xc5; 16]),
+        }),
+        Packet::RecvAck(ack(2048, 2)),
+        Packet::WriteAck(ack(2048, 3)),
+        Packet::RsWriteAck(ack(8192, 4)),
+        Packet::Superseded(ack(2048, 5)),
+        Packet::NegAck(ack(2048, 6)),
+        Packet::NegDReply(ack(4096, 7)),
+        Packet::NegRsDReply(ack(8192, 8)),
+        Packet::OvResult(BlockAck {
+            sector: 32,
+            block_id: BlockId::OV_OUT_OF_SYNC,
+            blksize: 4096,
+            seq_num: 9,
+        }),
+        Packet::RsIsInSync(ack(48, 10)),
+        Packet::RsCancel(ack(56, 11)),
+        Packet::RetryWrite(ack(2048, 12)),
+        Packet::Barrier(Barrier {
+            barrier: BarrierNr::from_u32(77),
+        }),
+        Packet::BarrierAck(BarrierAck {
+            barrier: BarrierNr::from_u32(77),
+            set_size: 3,
+        }),
+        Packet::Bitmap(bitmap::PlainBitmap {
+            words: vec![0x407, u64::MAX, 0, 1],
+        }),
+        Packet::CompressedBitmap(CompressedBitmap {
+            first_run_set: true,
+            pad_bits: 4,
+            code: Bytes::from_static(&[0x99, 0x7c, 0x04, 0xdf, 0xc3, 0x77, 0x01]),
+        }),
+        Packet::UnplugRemote,
+        Packet::Ping,
+        Packet::PingAck,
+        Packet::DelayProbe(DelayProbe {
+            seq_num: 1,
+            offset: 2,
+        }),
+        Packet::OutOfSync(BlockDesc {
+            sector: 4096,
+            blksize: 65536,
+        }),
+        Packet::RsDeallocated(BlockDesc {
+            sector: 40,
+            blksize: 4096,
+        }),
+        Packet::ProtocolUpdate(protocol),
+        Packet::Trim(trim),
+        Packet::Zeroes(Trim {
+            dp_flags: DpFlags::ZEROES.union(DpFlags::SEND_WRITE_ACK),
+            ..trim
+        }),
+        Packet::Wsame(Wsame {
+            sector: 2048,
+            block_id: bid,
+            seq_num: 13,
+            dp_flags: DpFlags::WSAME,
+            size: 65536,
+            digest: Bytes::new(),
+            data: Bytes::from(vec![0x42; 512]),
+        }),
+    ];
+    out.extend(packets.into_iter().map(|p| (d, Frame::new(v, p))));
+    out
+}
