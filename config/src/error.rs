@@ -46,6 +46,9 @@ pub enum Error {
     /// The resource does not exist, or has no section for this host.
     #[error("'{name}' not defined in your config (for this host: {host})")]
     NotDefined { name: String, host: String },
+    /// A request drbdadm refuses as a usage error (exit 1).
+    #[error("{0}")]
+    Usage(String),
     /// The DRBD 8.4 feature is accepted by drbdadm but udrbd does not implement it.
     #[error("{at}: {what} is not supported by udrbd")]
     Unsupported { at: Location, what: String },
@@ -53,14 +56,13 @@ pub enum Error {
 
 impl Error {
     /// The exit code drbdadm-84 uses for this kind of error: 1 usage, 10 invalid
-    /// configuration, 20 unreadable numbers (drbd-utils' `E_USAGE`, `E_CONFIG_INVALID`,
-    /// `E_EXEC_ERROR`).
+    /// configuration, 20 unreadable files or numbers (drbd-utils' `E_USAGE`,
+    /// `E_CONFIG_INVALID`, `E_EXEC_ERROR`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::NotDefined { .. } => 1,
-            Error::BadNumber { .. } => 20,
-            Error::Io { .. }
-            | Error::Include { .. }
+            Error::NotDefined { .. } | Error::Usage(_) => 1,
+            Error::BadNumber { .. } | Error::Io { .. } => 20,
+            Error::Include { .. }
             | Error::Syntax { .. }
             | Error::Invalid { .. }
             | Error::Unsupported { .. } => 10,
@@ -75,7 +77,7 @@ impl Error {
             | Error::BadNumber { at, .. }
             | Error::Invalid { at, .. }
             | Error::Unsupported { at, .. } => Some(at),
-            Error::Io { .. } | Error::NotDefined { .. } => None,
+            Error::Io { .. } | Error::NotDefined { .. } | Error::Usage(_) => None,
         }
     }
 

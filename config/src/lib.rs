@@ -278,6 +278,27 @@ impl Config {
         let (checked, sels, _) = self.checked(node, false)?;
         match resource {
             None | Some("all") => {
+                // drbdadm verifies, for `all`, that this host owns each of its addresses.
+                if !self.global.disable_ip_verification {
+                    let addrs = local_addresses();
+                    for (r, sel) in checked.iter().zip(&sels) {
+                        let Some(me) = sel.me else { continue };
+                        let h = &r.hosts[me];
+                        if let Some(a) = &h.address {
+                            if !have_ip(a, &addrs) {
+                                return Err(Error::invalid(
+                                    &a.at,
+                                    format!(
+                                        "in resource {}, on {}: IP {} not found on this host",
+                                        r.name,
+                                        h.names.join(" "),
+                                        a.addr
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
                 let mut s = dump::header(
                     &self.path.to_string_lossy(),
                     &self.global,
@@ -315,12 +336,11 @@ impl Config {
                             })
                         }
                         Some(x) if !x.implicit => {
-                            return Err(Error::Invalid {
-                                at: x.at.clone(),
-                                message: "dump operates on whole resources, but you specified \
-                                          a specific volume"
+                            return Err(Error::Usage(
+                                "dump operates on whole resources, but you specified a \
+                                 specific volume!"
                                     .into(),
-                            })
+                            ))
                         }
                         Some(_) => {}
                     }
@@ -363,14 +383,9 @@ fn select_me(r: &ResourceText, node: &str, addrs: &[IpAddr]) -> Result<Option<us
     let mut me: Option<usize> = None;
     for (i, h) in r.hosts.iter().enumerate() {
         let hit = if h.floating {
-            h.address.as_ref().is_some_and(|a| {
-                a.addr == node
-                    || a.addr
-                        .split('%')
-                        .next()
-                        .and_then(|s| s.parse::<IpAddr>().ok())
-                        .is_some_and(|ip| addrs.contains(&ip))
-            })
+            h.address
+                .as_ref()
+                .is_some_and(|a| a.addr == node || have_ip(a, addrs))
         } else {
             h.names.iter().any(|n| n == node) || h.names.first().is_some_and(|n| n == "_this_host")
         };
@@ -392,6 +407,20 @@ fn select_me(r: &ResourceText, node: &str, addrs: &[IpAddr]) -> Result<Option<us
         me = Some(i);
     }
     Ok(me)
+}
+
+/// drbdadm's `have_ip`: whether an interface of this machine has the address (families other
+/// than ipv4 and ipv6 always count as present).
+fn have_ip(a: &ast::AddressText, addrs: &[IpAddr]) -> bool {
+    match a.af.as_str() {
+        "ipv4" | "ipv6" => a
+            .addr
+            .split('%')
+            .next()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .is_some_and(|ip| addrs.contains(&ip)),
+        _ => true,
+    }
 }
 
 /// drbdadm's `expand_common`: options from `common` that the resource does not set, then
