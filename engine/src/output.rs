@@ -103,6 +103,8 @@ pub enum RequestError {
     NoData,
     /// The volume does not exist / request out of range.
     Invalid,
+    /// A write to a Secondary (EROFS upward).
+    ReadOnly,
 }
 
 /// A refused admin command: the kernel's text and drbdsetup's exit code.

@@ -222,6 +222,8 @@ pub struct Resource {
     al_waiters: VecDeque<u64>,
     /// Resync read requests from the peer waiting for overlapping local writes.
     rs_waiting: VecDeque<(u16, u64, u32)>,
+    /// Application writes waiting for resync reads of the same blocks.
+    app_waiting: VecDeque<u64>,
     pending_change: Option<PendingChange>,
     ping_outstanding: bool,
     /// Set by `disconnect`: after the sockets close, stay StandAlone.
@@ -319,6 +321,7 @@ impl Resource {
             deferred: VecDeque::new(),
             al_waiters: VecDeque::new(),
             rs_waiting: VecDeque::new(),
+            app_waiting: VecDeque::new(),
             pending_change: None,
             ping_outstanding: false,
             stay_standalone: false,
@@ -1809,56 +1812,2104 @@ fn _uses(
     );
 }
 
-// ---------------------------------------------------------------- data path (filled in below)
+// ---------------------------------------------------------------- data path
 impl Resource {
-    fn pending_change_failed(&mut self) {}
-    fn try_complete(&mut self, _cookie: u64) {}
+    fn protocol(&self) -> Protocol {
+        self.cfg.net.protocol
+    }
+
+    /// drbd_should_do_remote / drbd_should_send_out_of_sync for one volume.
+    fn remote_mode(&self, v: u16) -> (bool, bool) {
+        let st = self.devs[&v].st;
+        let remote = st.pdsk == DiskState::UpToDate
+            || (st.pdsk >= DiskState::Inconsistent
+                && st.conn >= ConnState::WFBitMapT
+                && st.conn < ConnState::Ahead);
+        let oos = st.conn == ConnState::Ahead || st.conn == ConnState::WFBitMapS;
+        (remote && st.conn >= ConnState::Connected, oos)
+    }
+
+    fn on_request(&mut self, id: RequestId, volume: Volume, op: RequestOp) {
+        let v = volume.0;
+        let Some(d) = self.devs.get(&v) else {
+            self.out.push_back(Output::Complete {
+                request: id,
+                result: Err(RequestError::Invalid),
+            });
+            return;
+        };
+        let cap = d.capacity;
+        let in_range =
+            |sector: u64, len: u32| len % 512 == 0 && len > 0 && sector + len as u64 / 512 <= cap;
+        match op {
+            RequestOp::Write {
+                sector,
+                data,
+                fua,
+                preflush,
+            } => {
+                if !in_range(sector, data.len() as u32)
+                    || data.len() > self.cfg.max_bio_size as usize
+                {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Err(RequestError::Invalid),
+                    });
+                    return;
+                }
+                if d.st.role != Role::Primary {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Err(RequestError::ReadOnly),
+                    });
+                    return;
+                }
+                self.start_write(
+                    id,
+                    v,
+                    ReqKind::Write,
+                    sector,
+                    data.len() as u32,
+                    Some(data),
+                    fua,
+                    preflush,
+                );
+            }
+            RequestOp::Discard { sector, len_bytes } => {
+                if !in_range(sector, len_bytes) || d.st.role != Role::Primary {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Err(RequestError::Invalid),
+                    });
+                    return;
+                }
+                self.start_write(
+                    id,
+                    v,
+                    ReqKind::Discard,
+                    sector,
+                    len_bytes,
+                    None,
+                    false,
+                    false,
+                );
+            }
+            RequestOp::Read { sector, len_bytes } => {
+                if !in_range(sector, len_bytes) {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Err(RequestError::Invalid),
+                    });
+                    return;
+                }
+                self.start_read(id, v, sector, len_bytes);
+            }
+            RequestOp::Flush => {
+                // An empty flush closes the epoch (spec §7.1 4c) and flushes the local disk.
+                let has_disk = d.ld.is_some();
+                if let Some(nr) = self.tl.close_epoch() {
+                    self.send_barrier(nr);
+                }
+                if has_disk {
+                    let io = self.io_id(Io::AppFlush {
+                        request: id,
+                        pending: 1,
+                    });
+                    self.out.push_back(Output::DiskFlush { io, volume });
+                } else {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Ok(None),
+                    });
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_write(
+        &mut self,
+        id: RequestId,
+        v: u16,
+        kind: ReqKind,
+        sector: u64,
+        len: u32,
+        data: Option<Bytes>,
+        fua: bool,
+        preflush: bool,
+    ) {
+        let has_disk =
+            self.devs[&v].ld.is_some() && self.devs[&v].st.disk >= DiskState::Inconsistent;
+        let (remote, _) = self.remote_mode(v);
+        if !has_disk && !remote {
+            self.out.push_back(Output::Complete {
+                request: id,
+                result: Err(RequestError::NoData),
+            });
+            return;
+        }
+        let cookie = self.tl.cookie();
+        let req = Request {
+            id,
+            volume: Volume(v),
+            kind,
+            sector,
+            len_bytes: len,
+            data,
+            fua,
+            preflush,
+            epoch: 0,
+            local: if has_disk { Local::WaitAl } else { Local::None },
+            net: Net::None,
+            al_extents: Vec::new(),
+            al_pending: 0,
+            completed: false,
+            barrier_acked: false,
+            read_data: None,
+            may_set_in_sync: false,
+        };
+        self.tl.reqs.insert(cookie, req);
+        if has_disk && self.cfg.mutation != Some(Mutation::SkipActivityLog) {
+            // Activity log: every extent hot and durable before the first write into it.
+            let first = meta::al_extent(sector);
+            let last = meta::al_extent(sector + len as u64 / 512 - 1);
+            let mut pending = 0;
+            for e in first..=last {
+                match self.al_begin(v, e) {
+                    Some(true) => {}
+                    Some(false) => pending += 1,
+                    None => {
+                        // AL full: wait for a release, then start over.
+                        self.al_waiters.push_back(cookie);
+                        let r = self.tl.reqs.get_mut(&cookie).expect("inserted");
+                        r.al_pending = u32::MAX;
+                        return;
+                    }
+                }
+                self.tl
+                    .reqs
+                    .get_mut(&cookie)
+                    .expect("inserted")
+                    .al_extents
+                    .push(e);
+            }
+            let r = self.tl.reqs.get_mut(&cookie).expect("inserted");
+            r.al_pending = pending;
+            if pending > 0 {
+                return;
+            }
+        }
+        self.submit_write(cookie);
+    }
+
+    /// Takes an AL reference: Some(true) hot now, Some(false) transaction issued, None full.
+    fn al_begin(&mut self, v: u16, extent: u32) -> Option<bool> {
+        let ld = self.devs.get_mut(&v)?.ld.as_mut()?;
+        match ld.al.begin(extent) {
+            AlNeed::Hot => Some(true),
+            AlNeed::Full => None,
+            AlNeed::Transaction {
+                slot,
+                extent,
+                evicted,
+            } => {
+                // Another request may already be writing this extent's transaction.
+                let already = self.ios.values().any(|io| matches!(io, Io::AlTransaction { vol, extent: e, .. } if *vol == v && *e == extent));
+                if already {
+                    return Some(false);
+                }
+                let layout = ld.d.layout;
+                let (tr, w) = ld.al.transaction(&layout, slot, extent);
+                let mut hot = ld.al.hot_extents();
+                hot.push(extent);
+                if let Some(o) = evicted {
+                    hot.retain(|x| *x != o);
+                }
+                let io = self.io_id(Io::AlTransaction {
+                    vol: v,
+                    slot,
+                    extent,
+                    evicted,
+                });
+                self.out.push_back(Output::WriteMeta {
+                    io,
+                    volume: Volume(v),
+                    writes: vec![w],
+                    flush: true,
+                    update: MetaUpdate::ActivityLog {
+                        tr_number: tr,
+                        hot_extents: hot,
+                    },
+                });
+                Some(false)
+            }
+        }
+    }
+
+    /// All AL extents are hot: submit locally and replicate (drbd_send_and_submit).
+    fn submit_write(&mut self, cookie: u64) {
+        let Some(r) = self.tl.reqs.get(&cookie) else {
+            return;
+        };
+        let (v, sector, len, kind, fua, preflush) =
+            (r.volume.0, r.sector, r.len_bytes, r.kind, r.fua, r.preflush);
+        let data = r.data.clone();
+        let has_local = r.local != Local::None;
+        let (remote, oos) = self.remote_mode(v);
+        let st = self.devs[&v].st;
+        let in_sync_state = st.conn.is_sync();
+        // Application writes vs resync on the SyncSource: wait for resync reads of the range.
+        if self.rs_read_in_flight(v, sector, len) {
+            self.app_waiting.push_back(cookie);
+            return;
+        }
+        let epoch = self.tl.current;
+        {
+            let r = self.tl.reqs.get_mut(&cookie).expect("present");
+            r.epoch = epoch;
+            r.local = if has_local {
+                Local::Pending
+            } else {
+                Local::None
+            };
+        }
+        if has_local {
+            let io = self.io_id(Io::App { cookie });
+            match kind {
+                ReqKind::Discard => self.out.push_back(Output::DiskDiscard {
+                    io,
+                    volume: Volume(v),
+                    sector,
+                    len_bytes: len,
+                }),
+                _ => self.out.push_back(Output::DiskWrite {
+                    io,
+                    volume: Volume(v),
+                    sector,
+                    data: data.clone().unwrap_or_default(),
+                    fua,
+                    preflush,
+                }),
+            }
+        }
+        if remote {
+            let seq = self.next_seq(v);
+            let mut flags = match self.protocol() {
+                Protocol::C => dp::SEND_WRITE_ACK,
+                Protocol::B => dp::SEND_RECEIVE_ACK,
+                Protocol::A => 0,
+            };
+            if fua {
+                flags |= dp::FUA;
+            }
+            if preflush {
+                flags |= dp::FLUSH;
+            }
+            if in_sync_state {
+                flags |= dp::MAY_SET_IN_SYNC | dp::SEND_WRITE_ACK;
+            }
+            let mut head = BytesMut::with_capacity(28);
+            head.put_u64(sector);
+            head.put_u64(cookie);
+            head.put_u32(seq);
+            if kind == ReqKind::Discard {
+                head.put_u32(flags | dp::DISCARD);
+                head.put_u32(len);
+                self.send_data_with(cmd::TRIM, v, &head, &[]);
+            } else {
+                head.put_u32(flags);
+                self.send_data_with(cmd::DATA, v, &head, data.as_deref().unwrap_or(&[]));
+            }
+            self.tl.count_write();
+            let r = self.tl.reqs.get_mut(&cookie).expect("present");
+            r.may_set_in_sync = in_sync_state;
+            r.net = if self.cfg.net.protocol == Protocol::A {
+                Net::Acked { in_sync: false }
+            } else {
+                Net::Sent
+            };
+            self.arm_request_timer();
+            // max-epoch-size writes close the epoch.
+            if self.tl.current_writes() >= self.cfg.net.max_epoch_size {
+                if let Some(nr) = self.tl.close_epoch() {
+                    self.send_barrier(nr);
+                }
+            }
+        } else {
+            if oos {
+                let mut p = BytesMut::with_capacity(16);
+                p.put_u64(sector);
+                p.put_u32(len);
+                p.put_u32(0);
+                self.send(Socket::Data, cmd::OUT_OF_SYNC, v, &p);
+            }
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.set_range(sector, len);
+            }
+        }
+        let r = self.tl.reqs.get_mut(&cookie).expect("present");
+        r.data = None;
+        self.try_complete(cookie);
+    }
+
+    fn send_barrier(&mut self, nr: u32) {
+        // Our own barrier numbers go out in host (little-endian) order like an x86 kernel.
+        let mut p = [0u8; 8];
+        p[..4].copy_from_slice(&nr.to_le_bytes());
+        self.send(Socket::Data, cmd::BARRIER, 0, &p);
+    }
+
+    fn start_read(&mut self, id: RequestId, v: u16, sector: u64, len: u32) {
+        let d = &self.devs[&v];
+        // drbd_may_do_local_read: UpToDate, or Inconsistent/Consistent with the range in sync.
+        let local_ok = d.ld.as_ref().is_some_and(|ld| {
+            d.st.disk == DiskState::UpToDate
+                || (d.st.disk >= DiskState::Inconsistent && {
+                    let first = sector / 8;
+                    let last = (sector + len as u64 / 512 - 1) / 8;
+                    (first..=last).all(|b| !ld.bitmap.test(b))
+                })
+        });
+        let remote_ok = d.st.conn >= ConnState::Connected && d.st.pdsk == DiskState::UpToDate;
+        if !local_ok && !remote_ok {
+            self.out.push_back(Output::Complete {
+                request: id,
+                result: Err(RequestError::NoData),
+            });
+            return;
+        }
+        let cookie = self.tl.cookie();
+        self.tl.reqs.insert(
+            cookie,
+            Request {
+                id,
+                volume: Volume(v),
+                kind: ReqKind::Read,
+                sector,
+                len_bytes: len,
+                data: None,
+                fua: false,
+                preflush: false,
+                epoch: self.tl.current,
+                local: Local::None,
+                net: Net::None,
+                al_extents: Vec::new(),
+                al_pending: 0,
+                completed: false,
+                barrier_acked: true,
+                read_data: None,
+                may_set_in_sync: false,
+            },
+        );
+        if local_ok {
+            self.tl.reqs.get_mut(&cookie).expect("inserted").local = Local::Pending;
+            let io = self.io_id(Io::App { cookie });
+            self.out.push_back(Output::DiskRead {
+                io,
+                volume: Volume(v),
+                sector,
+                len_bytes: len,
+            });
+        } else {
+            self.send_read_request(cookie);
+        }
+    }
+
+    fn send_read_request(&mut self, cookie: u64) {
+        let Some(r) = self.tl.reqs.get_mut(&cookie) else {
+            return;
+        };
+        r.net = Net::Sent;
+        let (v, s, l) = (r.volume.0, r.sector, r.len_bytes);
+        let mut p = BytesMut::with_capacity(24);
+        p.put_u64(s);
+        p.put_u64(cookie);
+        p.put_u32(l);
+        p.put_u32(0);
+        self.send(Socket::Data, cmd::DATA_REQUEST, v, &p);
+        self.arm_request_timer();
+    }
+
+    /// Completes a request upward when its protocol's condition holds (spec §7.1 5), and drops
+    /// it once its epoch is barrier-acked.
+    fn try_complete(&mut self, cookie: u64) {
+        let proto = self.protocol();
+        let ack_early = self.cfg.mutation == Some(Mutation::AckBeforePeerAck);
+        let Some(r) = self.tl.reqs.get_mut(&cookie) else {
+            return;
+        };
+        let local_done = matches!(r.local, Local::None | Local::Done { .. });
+        let local_ok = matches!(r.local, Local::Done { ok: true });
+        if !r.completed {
+            let ready = match r.kind {
+                ReqKind::Read => match (r.local, r.net) {
+                    (Local::Done { ok: true }, _) => true,
+                    (_, Net::Acked { .. }) | (_, Net::Failed) | (_, Net::Lost) => true,
+                    _ => false,
+                },
+                _ => {
+                    let net_done = match r.net {
+                        Net::None | Net::Acked { .. } | Net::Failed | Net::Lost => true,
+                        Net::RecvAcked => proto != Protocol::C,
+                        Net::Sent => proto == Protocol::A || ack_early,
+                    };
+                    local_done && net_done
+                }
+            };
+            if ready {
+                r.completed = true;
+                let result = match r.kind {
+                    ReqKind::Read => match r.read_data.take() {
+                        Some(b) => Ok(Some(b)),
+                        None => Err(RequestError::Io),
+                    },
+                    _ => {
+                        let remote_ok = matches!(r.net, Net::Acked { .. } | Net::RecvAcked);
+                        if local_ok || remote_ok {
+                            Ok(None)
+                        } else {
+                            Err(RequestError::Io)
+                        }
+                    }
+                };
+                let (id, epoch, kind) = (r.id, r.epoch, r.kind);
+                self.out.push_back(Output::Complete {
+                    request: id,
+                    result,
+                });
+                // A write completing while its epoch is current starts a new epoch (spec §7.1 4a).
+                if kind != ReqKind::Read && epoch == self.tl.current {
+                    if let Some(nr) = self.tl.close_epoch() {
+                        self.send_barrier(nr);
+                    }
+                }
+            }
+        }
+        let Some(r) = self.tl.reqs.get(&cookie) else {
+            return;
+        };
+        let done = r.completed
+            && local_done
+            && (r.barrier_acked || matches!(r.net, Net::None | Net::Lost));
+        let waiting_ack = matches!(r.net, Net::Sent | Net::RecvAcked);
+        if done && !waiting_ack {
+            let r = self.tl.reqs.remove(&cookie).expect("present");
+            let v = r.volume.0;
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                for e in &r.al_extents {
+                    ld.al.release(*e);
+                }
+            }
+            if !r.al_extents.is_empty() {
+                self.retry_al_waiters();
+            }
+            self.retry_rs_waiting();
+        }
+    }
+
+    fn retry_al_waiters(&mut self) {
+        let waiters: Vec<u64> = self.al_waiters.drain(..).collect();
+        for c in waiters {
+            let Some(r) = self.tl.reqs.remove(&c) else {
+                continue;
+            };
+            let (id, v, kind, s, l, data, fua, pf) = (
+                r.id,
+                r.volume.0,
+                r.kind,
+                r.sector,
+                r.len_bytes,
+                r.data,
+                r.fua,
+                r.preflush,
+            );
+            self.start_write(id, v, kind, s, l, data, fua, pf);
+        }
+    }
+
+    fn on_meta_done(&mut self, io: IoId, result: Result<(), IoErrorKind>) {
+        let Some(what) = self.ios.remove(&io) else {
+            return;
+        };
+        if self.gate.remove(&io) {
+            self.release_held();
+        }
+        if result.is_err() {
+            self.log(LogLevel::Error, None, "meta-data write failed".into());
+        }
+        if let Io::AlTransaction {
+            vol,
+            slot,
+            extent,
+            evicted,
+        } = what
+        {
+            if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                ld.al.commit(slot, extent, evicted);
+                // commit took one reference for the planner; each waiting request takes its own.
+                ld.al.release(extent);
+            }
+            let waiting: Vec<u64> = self
+                .tl
+                .reqs
+                .iter()
+                .filter(|(_, r)| {
+                    r.volume.0 == vol
+                        && r.local == Local::WaitAl
+                        && r.al_pending != u32::MAX
+                        && r.al_extents.contains(&extent)
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            for c in waiting {
+                if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                    let _ = ld.al.begin(extent);
+                }
+                let r = self.tl.reqs.get_mut(&c).expect("listed");
+                r.al_pending = r.al_pending.saturating_sub(1);
+                if r.al_pending == 0 {
+                    self.submit_write(c);
+                }
+            }
+        }
+    }
+
+    fn on_disk_done(&mut self, io: IoId, result: Result<Option<Bytes>, IoErrorKind>) {
+        let Some(what) = self.ios.remove(&io) else {
+            return;
+        };
+        match what {
+            Io::App { cookie } => {
+                let Some(r) = self.tl.reqs.get_mut(&cookie) else {
+                    return;
+                };
+                let ok = result.is_ok();
+                r.local = Local::Done { ok };
+                if r.kind == ReqKind::Read {
+                    match result {
+                        Ok(Some(b)) => r.read_data = Some(b),
+                        _ => {
+                            // Local read failed: retry at the peer if it has good data.
+                            let v = r.volume.0;
+                            let d = &self.devs[&v];
+                            if d.st.conn >= ConnState::Connected && d.st.pdsk == DiskState::UpToDate
+                            {
+                                self.send_read_request(cookie);
+                                return;
+                            }
+                        }
+                    }
+                } else if !ok {
+                    let (v, s, l) = (r.volume.0, r.sector, r.len_bytes);
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.set_range(s, l);
+                    }
+                    self.log(
+                        LogLevel::Error,
+                        Some(Volume(v)),
+                        format!("local WRITE IO error sector {s}+{}", l / 512),
+                    );
+                }
+                self.try_complete(cookie);
+                self.retry_rs_waiting();
+            }
+            Io::AppFlush { request, .. } => {
+                let result = result.map(|_| None).map_err(|_| RequestError::Io);
+                self.out.push_back(Output::Complete { request, result });
+            }
+            Io::PeerWrite {
+                vol,
+                sector,
+                len,
+                block_id,
+                epoch,
+                flags,
+                resync,
+            } => {
+                let ok = result.is_ok();
+                if let Some(e) = epoch {
+                    self.rx.write_done(e);
+                }
+                if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
+                    if resync {
+                        if ok {
+                            if self.cfg.mutation != Some(Mutation::ClearBitBeforeResyncWriteDurable)
+                            {
+                                if let Some(ld) =
+                                    self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut())
+                                {
+                                    ld.bitmap.clear_range(sector, len);
+                                }
+                            }
+                            self.send_ack(cmd::RS_WRITE_ACK, vol, sector, block_id, len);
+                        } else {
+                            self.devs.get_mut(&vol).expect("exists").rs.failed +=
+                                (len as u64).div_ceil(4096);
+                            self.send_ack(cmd::NEG_ACK, vol, sector, block_id, len);
+                        }
+                        self.devs.get_mut(&vol).expect("exists").rs.sect_in += len as u64 / 512;
+                        self.check_resync_done(vol);
+                    } else {
+                        let want_ack = flags & dp::SEND_WRITE_ACK != 0;
+                        let in_sync =
+                            flags & dp::MAY_SET_IN_SYNC != 0 && self.devs[&vol].st.conn.is_sync();
+                        if !ok {
+                            self.send_ack(cmd::NEG_ACK, vol, sector, block_id, len);
+                        } else if in_sync {
+                            if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                                ld.bitmap.clear_range(sector, len);
+                            }
+                            self.send_ack(cmd::RS_WRITE_ACK, vol, sector, block_id, len);
+                        } else if want_ack {
+                            self.send_ack(cmd::WRITE_ACK, vol, sector, block_id, len);
+                        }
+                    }
+                }
+                if !ok {
+                    if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.set_range(sector, len);
+                    }
+                }
+                self.flush_ready_epochs();
+                self.start_deferred();
+                self.retry_rs_waiting();
+            }
+            Io::PeerRead {
+                vol,
+                sector,
+                len,
+                block_id,
+                reply,
+            } => {
+                // The reply goes out before any waiting application write is sent.
+                let connected = self.conn >= ConnState::Connected && self.agreed.apv != 0;
+                match result {
+                    _ if !connected => {}
+                    Ok(Some(data)) if data.len() == len as usize => {
+                        let mut head = BytesMut::with_capacity(24);
+                        head.put_u64(sector);
+                        head.extend_from_slice(&block_id);
+                        head.put_u32(0);
+                        head.put_u32(0);
+                        self.send_data_with(reply, vol, &head, &data);
+                    }
+                    _ => {
+                        let neg = if reply == cmd::RS_DATA_REPLY {
+                            cmd::NEG_RS_DREPLY
+                        } else {
+                            cmd::NEG_DREPLY
+                        };
+                        self.send_ack(neg, vol, sector, block_id, len);
+                    }
+                }
+                let waiting: Vec<u64> = self.app_waiting.drain(..).collect();
+                for c in waiting {
+                    self.submit_write(c);
+                }
+            }
+            Io::EpochFlush { epoch } => {
+                if let Some((nr, size)) = self.rx.flushed(epoch) {
+                    if self.conn >= ConnState::Connected {
+                        let mut p = [0u8; 8];
+                        p[..4].copy_from_slice(&nr);
+                        p[4..].copy_from_slice(&size.to_be_bytes());
+                        self.send(Socket::Meta, cmd::BARRIER_ACK, 0, &p);
+                    }
+                }
+                self.flush_ready_epochs();
+            }
+            Io::AlTransaction { .. } | Io::Superblock { .. } | Io::Bitmap => {}
+        }
+    }
+
+    /// Issues the write-ordering flush for every complete epoch, oldest first.
+    fn flush_ready_epochs(&mut self) {
+        while let Some(id) = self.rx.ready_to_flush() {
+            let vol = *self.devs.keys().next().expect("at least one volume");
+            let has_disk = self.devs.values().any(|d| d.ld.is_some());
+            if has_disk {
+                let io = self.io_id(Io::EpochFlush { epoch: id });
+                self.out.push_back(Output::DiskFlush {
+                    io,
+                    volume: Volume(vol),
+                });
+                // One flush at a time keeps acks strictly ordered.
+                return;
+            }
+            // Diskless: nothing to flush; ack at once.
+            let io = self.io_id(Io::EpochFlush { epoch: id });
+            self.on_disk_done(io, Ok(None));
+        }
+    }
+
+    /// P_DATA / P_TRIM / P_ZEROES from the Primary (receive_Data, spec §7.2).
+    fn receive_data(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        let head = if f.cmd == cmd::DATA { 24 } else { 28 };
+        if f.payload.len() < head {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: cmd::name(f.cmd),
+                expected: format!("≥ {head}"),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let mut r = Reader::new(&f.payload);
+        let sector = r.u64().unwrap_or(0);
+        let block_id = r.raw8().unwrap_or([0; 8]);
+        let _seq = r.u32();
+        let flags = r.u32().unwrap_or(0);
+        let (len, data) = if f.cmd == cmd::DATA {
+            let data = f.payload.slice(24..);
+            (data.len() as u32, Some(data))
+        } else {
+            (r.u32().unwrap_or(0), None)
+        };
+        let cap = self.devs[&v].capacity;
+        if len % 512 != 0 || sector + len as u64 / 512 > cap {
+            return Err(PeerMisbehaved::BeyondCapacity {
+                cmd: cmd::name(f.cmd),
+                sector,
+                len,
+                capacity: cap,
+            }
+            .into());
+        }
+        let has_disk =
+            self.devs[&v].ld.is_some() && self.devs[&v].st.disk >= DiskState::Inconsistent;
+        if flags & dp::SEND_RECEIVE_ACK != 0 {
+            self.send_ack(cmd::RECV_ACK, v, sector, block_id, len);
+        }
+        if !has_disk {
+            // No local disk: the write counts in the epoch and is refused.
+            let _ = self.rx.add_write(false);
+            self.send_ack(cmd::NEG_ACK, v, sector, block_id, len);
+            self.flush_ready_epochs();
+            return Ok(());
+        }
+        // The Primary's disk is the only good copy if the peer (us) is not replicated... here
+        // we are the receiver; if our peer disk is bad we are the only copy: remember it.
+        if self.devs[&v].st.pdsk < DiskState::Inconsistent {
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.set_range(sector, len);
+            }
+        }
+        let epoch = self.rx.add_write(true);
+        let io = Io::PeerWrite {
+            vol: v,
+            sector,
+            len,
+            block_id,
+            epoch: Some(epoch),
+            flags,
+            resync: false,
+        };
+        self.submit_peer_write(
+            io,
+            data,
+            flags & dp::FUA != 0,
+            flags & dp::FLUSH != 0,
+            f.cmd != cmd::DATA,
+        );
+        Ok(())
+    }
+
+    /// Submits a peer write, or defers it behind an overlapping one in flight (writes to the same
+    /// blocks must land in arrival order).
+    fn submit_peer_write(
+        &mut self,
+        io: Io,
+        data: Option<Bytes>,
+        fua: bool,
+        preflush: bool,
+        discard: bool,
+    ) {
+        let Io::PeerWrite {
+            vol, sector, len, ..
+        } = &io
+        else {
+            return;
+        };
+        let (vol, sector, len) = (*vol, *sector, *len);
+        let end = sector + len as u64 / 512;
+        let overlaps = |x: &Io| matches!(x, Io::PeerWrite { vol: v2, sector: s2, len: l2, .. } if *v2 == vol && *s2 < end && sector < *s2 + *l2 as u64 / 512);
+        let busy = self.ios.values().any(overlaps) || self.deferred.iter().any(|d| overlaps(&d.io));
+        if busy {
+            self.deferred.push_back(DeferredPeerWrite {
+                io,
+                data: data.unwrap_or_default(),
+                fua,
+                preflush,
+            });
+            return;
+        }
+        let id = self.io_id(io);
+        if discard {
+            self.out.push_back(Output::DiskDiscard {
+                io: id,
+                volume: Volume(vol),
+                sector,
+                len_bytes: len,
+            });
+        } else {
+            self.out.push_back(Output::DiskWrite {
+                io: id,
+                volume: Volume(vol),
+                sector,
+                data: data.unwrap_or_default(),
+                fua,
+                preflush,
+            });
+        }
+    }
+
+    fn start_deferred(&mut self) {
+        let pending: Vec<DeferredPeerWrite> = self.deferred.drain(..).collect();
+        for d in pending {
+            let discard = d.data.is_empty();
+            self.submit_peer_write(d.io, Some(d.data), d.fua, d.preflush, discard);
+        }
+    }
+
+    /// P_DATA_REQUEST / P_RS_DATA_REQUEST (receive_DataRequest).
+    fn receive_data_request(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        if f.payload.len() != 24 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: cmd::name(f.cmd),
+                expected: "24".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let mut r = Reader::new(&f.payload);
+        let sector = r.u64().unwrap_or(0);
+        let block_id = r.raw8().unwrap_or([0; 8]);
+        let len = r.u32().unwrap_or(0);
+        let cap = self.devs[&v].capacity;
+        if len == 0 || len % 512 != 0 || len > 1 << 20 || sector + len as u64 / 512 > cap {
+            return Err(PeerMisbehaved::BeyondCapacity {
+                cmd: cmd::name(f.cmd),
+                sector,
+                len,
+                capacity: cap,
+            }
+            .into());
+        }
+        let reply = if f.cmd == cmd::DATA_REQUEST {
+            cmd::DATA_REPLY
+        } else {
+            cmd::RS_DATA_REPLY
+        };
+        let up_to_date = self.devs[&v].st.disk == DiskState::UpToDate && self.devs[&v].ld.is_some();
+        if !up_to_date {
+            let neg = if reply == cmd::RS_DATA_REPLY {
+                cmd::NEG_RS_DREPLY
+            } else {
+                cmd::NEG_DREPLY
+            };
+            self.send_ack(neg, v, sector, block_id, len);
+            return Ok(());
+        }
+        if reply == cmd::RS_DATA_REPLY {
+            self.rs_waiting.push_back((v, sector, len));
+            self.retry_rs_waiting();
+            return Ok(());
+        }
+        let io = self.io_id(Io::PeerRead {
+            vol: v,
+            sector,
+            len,
+            block_id,
+            reply,
+        });
+        self.out.push_back(Output::DiskRead {
+            io,
+            volume: Volume(v),
+            sector,
+            len_bytes: len,
+        });
+        Ok(())
+    }
+
+    /// Resync reads wait for local application writes to the same blocks (the kernel locks the
+    /// resync extent), so resync data is never older than a P_DATA sent before it.
+    fn retry_rs_waiting(&mut self) {
+        let waiting: Vec<(u16, u64, u32)> = self.rs_waiting.drain(..).collect();
+        for (v, sector, len) in waiting {
+            let busy = self.tl.overlaps(Volume(v), sector, len).any(|r| {
+                r.kind != ReqKind::Read && matches!(r.local, Local::Pending | Local::WaitAl)
+            });
+            if busy || self.conn < ConnState::Connected {
+                if self.conn >= ConnState::Connected {
+                    self.rs_waiting.push_back((v, sector, len));
+                }
+                continue;
+            }
+            let io = self.io_id(Io::PeerRead {
+                vol: v,
+                sector,
+                len,
+                block_id: ID_SYNCER.to_be_bytes(),
+                reply: cmd::RS_DATA_REPLY,
+            });
+            self.out.push_back(Output::DiskRead {
+                io,
+                volume: Volume(v),
+                sector,
+                len_bytes: len,
+            });
+        }
+    }
+
+    fn rs_read_in_flight(&self, v: u16, sector: u64, len: u32) -> bool {
+        let end = sector + len as u64 / 512;
+        self.ios.values().any(|x| matches!(x, Io::PeerRead { vol, sector: s, len: l, reply, .. } if *vol == v && *reply == cmd::RS_DATA_REPLY && *s < end && sector < *s + *l as u64 / 512))
+    }
+
+    fn receive_data_reply(&mut self, f: &Frame) -> Result<(), Error> {
+        let _v = self.dev_for(f)?;
+        if f.payload.len() < 24 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: "P_DATA_REPLY",
+                expected: "≥ 24".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let mut r = Reader::new(&f.payload);
+        let sector = r.u64().unwrap_or(0);
+        let cookie = r.u64().unwrap_or(0);
+        let data = f.payload.slice(24..);
+        match self.tl.reqs.get_mut(&cookie) {
+            Some(req)
+                if req.kind == ReqKind::Read
+                    && req.sector == sector
+                    && data.len() == req.len_bytes as usize =>
+            {
+                req.read_data = Some(data);
+                req.net = Net::Acked { in_sync: false };
+                self.try_complete(cookie);
+                Ok(())
+            }
+            _ => Err(PeerMisbehaved::UnknownRequest {
+                cmd: "P_DATA_REPLY",
+                block_id: cookie,
+                sector,
+            }
+            .into()),
+        }
+    }
+
+    /// P_RS_DATA_REPLY on the SyncTarget: write it, then ack and clear the bits.
+    fn receive_rs_data_reply(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        if f.payload.len() < 24 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: "P_RS_DATA_REPLY",
+                expected: "≥ 24".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let mut r = Reader::new(&f.payload);
+        let sector = r.u64().unwrap_or(0);
+        let block_id = r.raw8().unwrap_or([0; 8]);
+        let data = f.payload.slice(24..);
+        let len = data.len() as u32;
+        let cap = self.devs[&v].capacity;
+        if len % 512 != 0 || sector + len as u64 / 512 > cap {
+            return Err(PeerMisbehaved::BeyondCapacity {
+                cmd: "P_RS_DATA_REPLY",
+                sector,
+                len,
+                capacity: cap,
+            }
+            .into());
+        }
+        let d = self.devs.get_mut(&v).expect("checked");
+        let pos = d.rs.in_flight.iter().position(|(s, _)| *s == sector);
+        if let Some(p) = pos {
+            d.rs.in_flight.swap_remove(p);
+        }
+        if self.cfg.mutation == Some(Mutation::ClearBitBeforeResyncWriteDurable) {
+            if let Some(ld) = d.ld.as_mut() {
+                ld.bitmap.clear_range(sector, len);
+            }
+        }
+        let io = Io::PeerWrite {
+            vol: v,
+            sector,
+            len,
+            block_id,
+            epoch: None,
+            flags: 0,
+            resync: true,
+        };
+        self.submit_peer_write(io, Some(data), false, false, false);
+        Ok(())
+    }
+
+    /// Acks on the meta socket (got_BlockAck / got_NegAck / got_NegDReply / got_NegRSDReply).
+    fn receive_ack(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        let mut r = Reader::new(&f.payload);
+        let sector = r.u64().unwrap_or(0);
+        let block_id = r.u64().unwrap_or(0);
+        let blksize = r.u32().unwrap_or(0);
+        if block_id == ID_SYNCER {
+            // Resync traffic.
+            match f.cmd {
+                cmd::RS_WRITE_ACK | cmd::WRITE_ACK | cmd::RS_IS_IN_SYNC => {
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.clear_range(sector, blksize);
+                    }
+                }
+                cmd::NEG_ACK => {
+                    self.devs.get_mut(&v).expect("checked").rs.failed +=
+                        (blksize as u64).div_ceil(4096);
+                }
+                cmd::NEG_RS_DREPLY | cmd::RS_CANCEL => {
+                    let d = self.devs.get_mut(&v).expect("checked");
+                    if let Some(p) = d.rs.in_flight.iter().position(|(s, _)| *s == sector) {
+                        d.rs.in_flight.swap_remove(p);
+                    }
+                    if f.cmd == cmd::NEG_RS_DREPLY {
+                        d.rs.failed += (blksize as u64).div_ceil(4096);
+                    }
+                    self.check_resync_done(v);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        let known = self
+            .tl
+            .reqs
+            .get(&block_id)
+            .is_some_and(|r| r.sector == sector && r.volume.0 == v);
+        if !known {
+            if f.cmd == cmd::NEG_ACK {
+                if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                    ld.bitmap.set_range(sector, blksize);
+                }
+                return Ok(());
+            }
+            return Err(PeerMisbehaved::UnknownRequest {
+                cmd: cmd::name(f.cmd),
+                block_id,
+                sector,
+            }
+            .into());
+        }
+        let req = self.tl.reqs.get_mut(&block_id).expect("known");
+        match f.cmd {
+            cmd::WRITE_ACK | cmd::SUPERSEDED => req.net = Net::Acked { in_sync: false },
+            cmd::RS_WRITE_ACK => {
+                req.net = Net::Acked { in_sync: true };
+                let (s, l) = (req.sector, req.len_bytes);
+                if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                    ld.bitmap.clear_range(s, l);
+                }
+            }
+            cmd::RECV_ACK => {
+                if req.net == Net::Sent {
+                    req.net = Net::RecvAcked;
+                }
+            }
+            cmd::NEG_ACK | cmd::NEG_DREPLY => {
+                req.net = Net::Failed;
+                let (s, l, k) = (req.sector, req.len_bytes, req.kind);
+                if k != ReqKind::Read {
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.set_range(s, l);
+                    }
+                }
+            }
+            cmd::RETRY_WRITE => req.net = Net::Failed,
+            _ => {}
+        }
+        self.try_complete(block_id);
+        self.rearm_request_timer();
+        Ok(())
+    }
+
+    /// P_BARRIER_ACK: must name the oldest open epoch with its exact write count (tl_release).
+    fn receive_barrier_ack(&mut self, f: &Frame) -> Result<(), Error> {
+        let nr = u32::from_le_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+        let set_size = u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]);
+        let Some(oldest) = self.tl.epochs.front().copied() else {
+            return Err(PeerMisbehaved::BarrierAckMismatch {
+                got: nr,
+                set_size,
+                expected: 0,
+                expected_size: 0,
+            }
+            .into());
+        };
+        if oldest.nr != nr || oldest.writes != set_size || !oldest.barrier_sent {
+            return Err(PeerMisbehaved::BarrierAckMismatch {
+                got: nr,
+                set_size,
+                expected: oldest.nr,
+                expected_size: oldest.writes,
+            }
+            .into());
+        }
+        self.tl.epochs.pop_front();
+        let cookies: Vec<u64> = self
+            .tl
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.epoch == nr && r.kind != ReqKind::Read)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in cookies {
+            if let Some(r) = self.tl.reqs.get_mut(&c) {
+                r.barrier_acked = true;
+                // Protocol A/B: the barrier ack is the write ack.
+                if matches!(r.net, Net::Sent | Net::RecvAcked) {
+                    r.net = Net::Acked { in_sync: false };
+                }
+            }
+            self.try_complete(c);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- bitmap exchange and resync
+impl Resource {
+    /// Sends our whole bitmap: compressed packets when smaller, plain otherwise (spec §11.2).
+    fn send_bitmap(&mut self, v: u16) {
+        let hdr = codec::header_len(self.agreed.apv);
+        let use_rle = self.cfg.net.use_rle && self.agreed.apv >= 90;
+        let Some(ld) = self.devs.get(&v).and_then(|d| d.ld.as_ref()) else {
+            return;
+        };
+        let words = ld.bitmap.words().to_vec();
+        let nbits = ld.bitmap.nbits();
+        let nwords = words.len() as u64;
+        let plain_max = ((4096 - hdr) / 8) as u64;
+        let mut bit = 0u64;
+        let mut word = 0u64;
+        let mut packets: Vec<(u16, Vec<u8>)> = Vec::new();
+        loop {
+            if use_rle && bit < nbits {
+                if let Some((payload, next)) = codec::rle_encode(&words, nbits, bit, 4096 - hdr - 1)
+                {
+                    packets.push((cmd::COMPRESSED_BITMAP, payload));
+                    bit = next;
+                    word = bit / 64;
+                    if bit >= nbits {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            // Plain packet from the word containing the current bit.
+            let n = plain_max.min(nwords.saturating_sub(word));
+            let mut p = Vec::with_capacity(n as usize * 8);
+            for w in &words[word as usize..(word + n) as usize] {
+                p.extend_from_slice(&w.to_le_bytes());
+            }
+            packets.push((cmd::BITMAP, p));
+            if n == 0 {
+                break;
+            }
+            word += n;
+            bit = (word * 64).min(nbits);
+        }
+        for (c, p) in packets {
+            self.send(Socket::Data, c, v, &p);
+        }
+        self.devs.get_mut(&v).expect("exists").bm_tx = BmCursor {
+            bit: nbits,
+            word: nwords,
+            done: true,
+        };
+    }
+
+    fn receive_bitmap(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        let st = self.devs[&v].st.conn;
+        if st != ConnState::WFBitMapS && st != ConnState::WFBitMapT {
+            return Err(PeerMisbehaved::UnexpectedPacket {
+                expected: "bitmap only in WFBitMapS/T",
+                got: cmd::name(f.cmd),
+            }
+            .into());
+        }
+        let hdr = codec::header_len(self.agreed.apv) as u64;
+        let d = self.devs.get_mut(&v).expect("checked");
+        let Some(ld) = d.ld.as_mut() else {
+            return Ok(());
+        };
+        let nbits = ld.bitmap.nbits();
+        let nwords = ld.bitmap.words().len() as u64;
+        let mut cur = d.bm_rx;
+        if f.cmd == cmd::BITMAP {
+            let want = ((4096 - hdr) / 8).min(nwords.saturating_sub(cur.word));
+            if f.payload.len() as u64 != want * 8 {
+                return Err(PeerMisbehaved::PayloadLength {
+                    cmd: "P_BITMAP",
+                    expected: (want * 8).to_string(),
+                    got: f.payload.len(),
+                }
+                .into());
+            }
+            if want == 0 {
+                cur.done = true;
+            } else {
+                let words = ld.bitmap.words_mut();
+                for (i, c) in f.payload.chunks_exact(8).enumerate() {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(c);
+                    words[(cur.word + i as u64) as usize] |= u64::from_le_bytes(a);
+                }
+                cur.word += want;
+                cur.bit = (cur.word * 64).min(nbits);
+            }
+        } else {
+            let mut words = ld.bitmap.words().to_vec();
+            let next = codec::rle_decode(&f.payload, &mut words, nbits, cur.bit)
+                .map_err(|e| PeerMisbehaved::Bitmap(e.to_string()))?;
+            ld.bitmap.words_mut().copy_from_slice(&words);
+            cur.bit = next;
+            cur.word = next / 64;
+            if next >= nbits {
+                cur.done = true;
+            }
+        }
+        d.bm_rx = cur;
+        if !cur.done {
+            return Ok(());
+        }
+        self.write_bitmap(v);
+        if st == ConnState::WFBitMapT {
+            self.send_bitmap(v);
+            self.set_state(v, |s| s.conn = ConnState::WFSyncUUID);
+        } else {
+            self.start_resync(v, ConnState::SyncSource);
+        }
+        Ok(())
+    }
+
+    /// drbd_uuid_set with history rotation.
+    fn uuid_set(ld: &mut LocalDisk, idx: usize, val: u64) {
+        if ld.d.uuids[idx] != 0 {
+            ld.d.uuids[UI_HISTORY_END] = ld.d.uuids[UI_HISTORY_START];
+            ld.d.uuids[UI_HISTORY_START] = ld.d.uuids[idx];
+        }
+        ld.d.uuids[idx] = val;
+    }
+
+    /// drbd_uuid_set_bm(0): rotate the bitmap UUID into history.
+    fn uuid_clear_bm(ld: &mut LocalDisk) {
+        if ld.d.uuids[UI_BITMAP] == 0 {
+            return;
+        }
+        ld.d.uuids[UI_HISTORY_END] = ld.d.uuids[UI_HISTORY_START];
+        ld.d.uuids[UI_HISTORY_START] = ld.d.uuids[UI_BITMAP];
+        ld.d.uuids[UI_BITMAP] = 0;
+    }
+
+    /// drbd_start_resync.
+    fn start_resync(&mut self, v: u16, side: ConnState) {
+        let weight = self.devs[&v]
+            .ld
+            .as_ref()
+            .map(|l| l.bitmap.weight())
+            .unwrap_or(0);
+        {
+            let d = self.devs.get_mut(&v).expect("exists");
+            d.rs.total = weight;
+            d.rs.cursor = 0;
+            d.rs.failed = 0;
+            d.rs.in_flight.clear();
+            d.rs.sect_in = 0;
+            d.rs.controller.reset();
+        }
+        let paused = self.devs[&v].st.user_isp || self.devs[&v].st.peer_isp;
+        if side == ConnState::SyncSource {
+            let conn = if paused {
+                ConnState::PausedSyncS
+            } else {
+                ConnState::SyncSource
+            };
+            self.set_state(v, |s| {
+                s.conn = conn;
+                s.pdsk = DiskState::Inconsistent;
+            });
+            // drbd_gen_and_send_sync_uuid (apv ≥ 96: right when entering SyncSource).
+            let rnd = self.random() & !1;
+            let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) else {
+                return;
+            };
+            let bm = ld.d.uuids[UI_BITMAP];
+            let uuid = if bm != 0 && bm != uc::UUID_JUST_CREATED {
+                bm.wrapping_add(uc::UUID_NEW_BM_OFFSET)
+            } else {
+                rnd
+            };
+            Self::uuid_set(ld, UI_BITMAP, uuid);
+            self.write_superblock(v, true);
+            self.send(Socket::Data, cmd::SYNC_UUID, v, &uuid.to_be_bytes());
+        } else {
+            let conn = if paused {
+                ConnState::PausedSyncT
+            } else {
+                ConnState::SyncTarget
+            };
+            self.set_state(v, |s| {
+                s.conn = conn;
+                s.disk = DiskState::Inconsistent;
+            });
+            self.timers.set(Timer::ResyncTick, self.now);
+        }
+        self.log(
+            LogLevel::Info,
+            Some(Volume(v)),
+            format!(
+                "Began resync as {} (will sync {} KB [{} bits set]).",
+                self.devs[&v].st.conn,
+                weight * 4,
+                weight
+            ),
+        );
+        self.check_resync_done(v);
+    }
+
+    fn receive_sync_uuid(&mut self, f: &Frame) -> Result<(), Error> {
+        let v = self.dev_for(f)?;
+        if f.payload.len() != 8 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: "P_SYNC_UUID",
+                expected: "8".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let u = u64::from_be_bytes(f.payload[..8].try_into().expect("length checked"));
+        if self.devs[&v].st.conn != ConnState::WFSyncUUID
+            && self.devs[&v].st.conn != ConnState::Behind
+        {
+            return Err(PeerMisbehaved::UnexpectedPacket {
+                expected: "P_SYNC_UUID only in WFSyncUUID",
+                got: "P_SYNC_UUID",
+            }
+            .into());
+        }
+        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            ld.d.uuids[UI_CURRENT] = u;
+            ld.d.uuids[UI_BITMAP] = 0;
+        }
+        self.write_superblock(v, true);
+        self.start_resync(v, ConnState::SyncTarget);
+        Ok(())
+    }
+
+    fn timers_for_resync(&mut self) {
+        if !self
+            .devs
+            .values()
+            .any(|d| d.st.conn == ConnState::SyncTarget)
+        {
+            self.timers.stop(Timer::ResyncTick);
+        }
+    }
+
+    /// The SyncTarget's 100 ms planner (make_resync_request).
+    fn resync_tick(&mut self) {
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        let mut active = false;
+        for v in vols {
+            if self.devs[&v].st.conn != ConnState::SyncTarget {
+                continue;
+            }
+            active = true;
+            let settings = self.devs[&v].rs.settings.unwrap_or(RateSettings {
+                resync_rate_kib: self.cfg.disk.resync_rate_kib,
+                c_plan_ahead_ds: self.cfg.disk.c_plan_ahead_ds,
+                c_delay_target_ds: self.cfg.disk.c_delay_target_ds,
+                c_fill_target_sect: self.cfg.disk.c_fill_target_sect,
+                c_max_rate_kib: self.cfg.disk.c_max_rate_kib,
+            });
+            let max_in_flight = self.cfg.net.max_buffers as u64 / 2 * 8;
+            let d = self.devs.get_mut(&v).expect("listed");
+            let in_flight = d.rs.in_flight_sectors();
+            let sect_in = std::mem::take(&mut d.rs.sect_in);
+            let mut budget =
+                d.rs.controller
+                    .sectors_this_tick(&settings, sect_in, in_flight)
+                    .max(8);
+            let mut reqs = Vec::new();
+            let Some(ld) = d.ld.as_ref() else { continue };
+            while budget >= 8
+                && d.rs.in_flight_sectors()
+                    + reqs
+                        .iter()
+                        .map(|(_, l): &(u64, u32)| *l as u64 / 512)
+                        .sum::<u64>()
+                    < max_in_flight
+            {
+                let Some(bit) = ld.bitmap.find_next_set(d.rs.cursor) else {
+                    d.rs.cursor = ld.bitmap.nbits();
+                    break;
+                };
+                // Merge adjacent set bits, aligned, never across a 16 MiB resync extent.
+                let mut n = 1;
+                while n < RS_MAX_REQUEST_BITS
+                    && (bit + n) % RS_EXTENT_BITS != 0
+                    && ld.bitmap.test(bit + n)
+                    && (n as u64 * 8) < budget
+                {
+                    n += 1;
+                }
+                let sector = bit * 8;
+                let len = ((n * 8).min(d.capacity - sector) * 512) as u32;
+                reqs.push((sector, len));
+                d.rs.cursor = bit + n;
+                budget = budget.saturating_sub(n * 8);
+            }
+            for (sector, len) in reqs {
+                self.devs
+                    .get_mut(&v)
+                    .expect("listed")
+                    .rs
+                    .in_flight
+                    .push((sector, len));
+                let mut p = BytesMut::with_capacity(24);
+                p.put_u64(sector);
+                p.put_u64(ID_SYNCER);
+                p.put_u32(len);
+                p.put_u32(0);
+                self.send(Socket::Data, cmd::RS_DATA_REQUEST, v, &p);
+            }
+            self.check_resync_done(v);
+        }
+        if active {
+            self.timers.set(
+                Timer::ResyncTick,
+                self.now.saturating_add_ns(RESYNC_TICK_NS),
+            );
+        }
+    }
+
+    /// The SyncTarget is done when nothing is left to request and nothing is in flight.
+    fn check_resync_done(&mut self, v: u16) {
+        let d = &self.devs[&v];
+        if d.st.conn != ConnState::SyncTarget {
+            return;
+        }
+        let Some(ld) = d.ld.as_ref() else { return };
+        let writes_pending = self
+            .ios
+            .values()
+            .any(|x| matches!(x, Io::PeerWrite { vol, resync: true, .. } if *vol == v))
+            || self
+                .deferred
+                .iter()
+                .any(|x| matches!(x.io, Io::PeerWrite { vol, resync: true, .. } if vol == v));
+        let scanned = ld.bitmap.weight() <= d.rs.failed || d.rs.cursor >= ld.bitmap.nbits();
+        if scanned && d.rs.in_flight.is_empty() && !writes_pending {
+            if ld.bitmap.weight() > d.rs.failed && d.rs.cursor >= ld.bitmap.nbits() {
+                // Bits set behind the cursor by application writes: scan again.
+                self.devs.get_mut(&v).expect("exists").rs.cursor = 0;
+                return;
+            }
+            self.resync_finished(v);
+        }
+    }
+
     fn maybe_finish_resync_after_ping(&mut self) {}
-    fn receive_sync_uuid(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_data(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn flush_ready_epochs(&mut self) {}
-    fn receive_data_request(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_data_reply(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_rs_data_reply(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_bitmap(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_state_change_request(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn state_change_reply(&mut self, _code: i32) {}
-    fn receive_ack(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn receive_barrier_ack(&mut self, _f: &Frame) -> Result<(), Error> {
-        Ok(())
-    }
-    fn resync_finished(&mut self, _v: u16) {}
-    fn send_bitmap(&mut self, _v: u16) {}
-    fn timers_for_resync(&mut self) {}
-    fn resync_tick(&mut self) {}
-    fn on_disk_done(&mut self, _io: IoId, _r: Result<Option<Bytes>, IoErrorKind>) {}
-    fn on_meta_done(&mut self, _io: IoId, _r: Result<(), IoErrorKind>) {}
-    fn on_request(&mut self, id: RequestId, _v: Volume, _op: RequestOp) {
-        self.out.push_back(Output::Complete {
-            request: id,
-            result: Err(RequestError::Invalid),
+
+    /// drbd_resync_finished: UUID hand-over and the new disk states (spec §10.1, §11.5).
+    fn resync_finished(&mut self, v: u16) {
+        let conn = self.devs[&v].st.conn;
+        let failed = self.devs[&v].rs.failed;
+        let peer_uuids = self.devs[&v].peer.uuids;
+        let target = matches!(conn, ConnState::SyncTarget | ConnState::PausedSyncT);
+        let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) else {
+            return;
+        };
+        if target {
+            if failed == 0 {
+                if let Some(p) = peer_uuids {
+                    ld.d.uuids[UI_BITMAP] = p[UI_BITMAP];
+                    ld.d.uuids[UI_HISTORY_START] = p[UI_HISTORY_START];
+                    ld.d.uuids[UI_HISTORY_END] = p[UI_HISTORY_END];
+                    let cur = ld.d.uuids[UI_CURRENT];
+                    Self::uuid_set(ld, UI_BITMAP, cur);
+                    ld.d.uuids[UI_CURRENT] = p[UI_CURRENT];
+                }
+                Self::uuid_clear_bm(ld);
+            }
+        } else {
+            Self::uuid_clear_bm(ld);
+        }
+        let both_ok = failed == 0;
+        if both_ok {
+            ld.crashed_primary = false;
+        }
+        self.log(
+            LogLevel::Info,
+            Some(Volume(v)),
+            format!("Resync done ({} failed blocks)", failed),
+        );
+        self.write_bitmap(v);
+        self.write_superblock(v, true);
+        let was_target = target;
+        self.set_state(v, |s| {
+            s.conn = ConnState::Connected;
+            if was_target {
+                if both_ok {
+                    s.disk = DiskState::UpToDate;
+                }
+                s.pdsk = DiskState::UpToDate;
+            } else if both_ok {
+                s.pdsk = DiskState::UpToDate;
+            }
         });
+        if was_target {
+            self.send_state(v);
+        }
+        self.timers_for_resync();
     }
+}
+
+// ---------------------------------------------------------------- administration
+impl Resource {
+    fn admin_done(&mut self, command: AdminCommand, result: Result<(), AdminRefusal>) {
+        self.out.push_back(Output::AdminDone { command, result });
+    }
+
     fn on_admin(&mut self, command: AdminCommand) {
-        self.out.push_back(Output::AdminDone {
+        if self.pending_change.is_some() {
+            self.admin_done(command, Err(state_refusal(rv::IN_TRANSIENT_STATE)));
+            return;
+        }
+        let r = match command.clone() {
+            AdminCommand::Primary { force } => self.admin_primary(&command, force),
+            AdminCommand::Secondary => self.admin_secondary(),
+            AdminCommand::Connect { discard_my_data } => {
+                if self.conn != ConnState::StandAlone {
+                    Err(ret_refusal(
+                        102,
+                        "Device has a net-config (use disconnect first)",
+                    ))
+                } else {
+                    self.discard_my_data = discard_my_data;
+                    self.start_connecting();
+                    Ok(())
+                }
+            }
+            AdminCommand::Disconnect { force } => {
+                if self.conn == ConnState::StandAlone {
+                    Ok(())
+                } else if self.conn >= ConnState::Connected && !force {
+                    // Graceful: ask the peer (P_CONN_ST_CHG_REQ conn=Disconnecting).
+                    let mask = 0x1f << 4;
+                    let val = (ConnState::Disconnecting as u32) << 4;
+                    self.request_change(command, 0, mask, val, true);
+                    return;
+                } else {
+                    self.stay_standalone = true;
+                    self.connection_lost(ConnState::Disconnecting);
+                    Ok(())
+                }
+            }
+            AdminCommand::Attach { volume, disk } => self.admin_attach(volume.0, *disk),
+            AdminCommand::Detach { volume } => self.admin_detach(volume.0),
+            AdminCommand::Invalidate { volume } => self.admin_invalidate(&command, volume.0, false),
+            AdminCommand::InvalidateRemote { volume } => {
+                self.admin_invalidate(&command, volume.0, true)
+            }
+            AdminCommand::Outdate { volume } => self.admin_outdate(volume.0),
+            AdminCommand::NewCurrentUuid {
+                volume,
+                clear_bitmap,
+            } => self.admin_new_current_uuid(volume.0, clear_bitmap),
+            AdminCommand::PauseSync { volume } | AdminCommand::ResumeSync { volume } => {
+                let pause = matches!(command, AdminCommand::PauseSync { .. });
+                if !self.devs.contains_key(&volume.0) {
+                    Err(ret_refusal(127, "Unknown volume"))
+                } else {
+                    self.set_state(volume.0, |s| s.user_isp = pause);
+                    if self.conn >= ConnState::Connected {
+                        self.send_state(volume.0);
+                    }
+                    Ok(())
+                }
+            }
+        };
+        if self.pending_change.is_none() {
+            self.admin_done(command, r);
+        }
+    }
+
+    /// Sends a cluster-wide state change request and parks the admin command until the reply.
+    fn request_change(
+        &mut self,
+        command: AdminCommand,
+        vol: u16,
+        mask: u32,
+        val: u32,
+        conn_wide: bool,
+    ) {
+        let mut p = [0u8; 8];
+        p[..4].copy_from_slice(&mask.to_be_bytes());
+        p[4..].copy_from_slice(&val.to_be_bytes());
+        let c = if conn_wide {
+            cmd::CONN_ST_CHG_REQ
+        } else {
+            cmd::STATE_CHG_REQ
+        };
+        self.send(Socket::Data, c, vol, &p);
+        self.pending_change = Some(PendingChange {
             command,
-            result: Err(state_refusal(0)),
+            vol,
+            mask,
+            val,
         });
+    }
+
+    fn pending_change_failed(&mut self) {
+        if let Some(pc) = self.pending_change.take() {
+            // Lost the connection while waiting: a disconnect has happened anyway.
+            let r = if matches!(pc.command, AdminCommand::Disconnect { .. }) {
+                Ok(())
+            } else {
+                Err(state_refusal(rv::CW_FAILED_BY_PEER))
+            };
+            self.admin_done(pc.command, r);
+        }
+    }
+
+    fn state_change_reply(&mut self, code: i32) {
+        let Some(pc) = self.pending_change.take() else {
+            return;
+        };
+        if code < rv::SUCCESS {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(pc.vol)),
+                format!(
+                    "Requested state change failed by peer: {} ({})",
+                    state_error_text(code),
+                    code
+                ),
+            );
+            if matches!(pc.command, AdminCommand::Disconnect { .. }) {
+                // Fall back to a hard disconnect, as drbdsetup does.
+                self.stay_standalone = true;
+                self.connection_lost(ConnState::Disconnecting);
+                self.admin_done(pc.command, Ok(()));
+                return;
+            }
+            self.admin_done(pc.command, Err(state_refusal(rv::CW_FAILED_BY_PEER)));
+            return;
+        }
+        let r = match pc.command.clone() {
+            AdminCommand::Primary { .. } => {
+                let forced = pc.mask & (0xf << 9) != 0;
+                self.finish_primary(forced);
+                Ok(())
+            }
+            AdminCommand::Disconnect { .. } => {
+                self.stay_standalone = true;
+                self.connection_lost(ConnState::Disconnecting);
+                Ok(())
+            }
+            AdminCommand::Invalidate { volume } => {
+                self.begin_full_sync(volume.0, ConnState::StartingSyncT);
+                Ok(())
+            }
+            AdminCommand::InvalidateRemote { volume } => {
+                self.begin_full_sync(volume.0, ConnState::StartingSyncS);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        self.admin_done(pc.command, r);
+    }
+
+    fn admin_primary(&mut self, command: &AdminCommand, force: bool) -> Result<(), AdminRefusal> {
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        if vols.iter().all(|v| self.devs[v].st.role == Role::Primary) {
+            return Ok(());
+        }
+        let mut forced = false;
+        for v in &vols {
+            let st = self.devs[v].st;
+            if st.peer == Role::Primary && !self.cfg.net.allow_two_primaries {
+                return Err(state_refusal(rv::TWO_PRIMARIES));
+            }
+            let peer_good = st.conn >= ConnState::Connected && st.pdsk == DiskState::UpToDate;
+            if st.disk < DiskState::UpToDate {
+                if force && st.disk >= DiskState::Inconsistent {
+                    forced = true;
+                } else if !(st.disk == DiskState::Diskless && peer_good) {
+                    return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
+                }
+            }
+            // Fencing: a disconnected Primary needs an outdated peer (is_valid_state).
+            if self.cfg.disk.fencing != Fencing::DontCare
+                && st.conn < ConnState::Connected
+                && st.pdsk == DiskState::DUnknown
+                && !force
+            {
+                return Err(state_refusal(rv::PRIMARY_NOP));
+            }
+        }
+        if self.conn >= ConnState::Connected {
+            let v = vols[0];
+            let mut mask = 0x3;
+            let mut val = Role::Primary as u32;
+            if forced {
+                mask |= 0xf << 9;
+                val |= (DiskState::UpToDate as u32) << 9;
+            }
+            self.request_change(command.clone(), v, mask, val, false);
+            return Ok(());
+        }
+        self.finish_primary(forced);
+        Ok(())
+    }
+
+    /// drbd_set_role after the state change succeeded.
+    fn finish_primary(&mut self, forced: bool) {
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        for v in vols {
+            if forced
+                && self.devs[&v].st.disk < DiskState::UpToDate
+                && self.devs[&v].st.disk >= DiskState::Inconsistent
+            {
+                self.log(
+                    LogLevel::Warn,
+                    Some(Volume(v)),
+                    "Forced to consider local data as UpToDate!".into(),
+                );
+                self.set_state(v, |s| s.disk = DiskState::UpToDate);
+            }
+            self.set_state(v, |s| s.role = Role::Primary);
+            self.discard_my_data = false;
+            let st = self.devs[&v].st;
+            let need_new = self.devs[&v].ld.as_ref().is_some_and(|l| {
+                ((st.conn < ConnState::Connected || st.pdsk <= DiskState::Failed)
+                    && l.d.uuids[UI_BITMAP] == 0)
+                    || forced
+            });
+            if need_new {
+                self.new_current_uuid(v);
+            }
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.d.uuids[UI_CURRENT] |= 1;
+            }
+            self.write_superblock(v, true);
+            if st.conn >= ConnState::WFReportParams {
+                if forced {
+                    self.send_uuids(v, 0);
+                }
+                self.send_state(v);
+            }
+        }
+    }
+
+    fn admin_secondary(&mut self) -> Result<(), AdminRefusal> {
+        let vols: Vec<u16> = self.devs.keys().copied().collect();
+        if self.tl.reqs.values().any(|r| !r.completed) {
+            return Err(state_refusal(rv::DEVICE_IN_USE));
+        }
+        for v in vols {
+            if self.devs[&v].st.role != Role::Primary {
+                continue;
+            }
+            self.set_state(v, |s| s.role = Role::Secondary);
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.d.uuids[UI_CURRENT] &= !1;
+            }
+            self.write_bitmap(v);
+            self.write_superblock(v, true);
+            if self.devs[&v].st.conn >= ConnState::WFReportParams {
+                self.send_state(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn admin_attach(&mut self, v: u16, disk: AttachedDisk) -> Result<(), AdminRefusal> {
+        let Some(d) = self.devs.get(&v) else {
+            return Err(ret_refusal(127, "Unknown volume"));
+        };
+        if d.ld.is_some() {
+            return Err(ret_refusal(
+                124,
+                "Device is attached to a disk (use detach first)",
+            ));
+        }
+        let ld = LocalDisk::attach(disk, self.cfg.disk.al_extents);
+        let ds = ld.disk_state_at_attach(self.cfg.disk.fencing);
+        let cap = ld.initial_capacity(self.cfg.disk.u_size_sect);
+        let connected = self.conn >= ConnState::Connected;
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.ld = Some(ld);
+        if d.capacity == 0 {
+            d.capacity = cap;
+        }
+        d.negotiated_disk = ds;
+        self.set_state(v, |s| s.disk = DiskState::Attaching);
+        if connected {
+            self.set_state(v, |s| s.disk = DiskState::Negotiating);
+            self.send_sizes(v);
+            self.send_uuids(v, 0);
+            self.send_state(v);
+        } else {
+            self.set_state(v, |s| s.disk = ds);
+        }
+        Ok(())
+    }
+
+    fn admin_detach(&mut self, v: u16) -> Result<(), AdminRefusal> {
+        let Some(d) = self.devs.get(&v) else {
+            return Err(ret_refusal(127, "Unknown volume"));
+        };
+        if d.ld.is_none() {
+            return Ok(());
+        }
+        if d.st.role == Role::Primary && d.st.pdsk != DiskState::UpToDate {
+            return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
+        }
+        self.write_bitmap(v);
+        self.write_superblock(v, false);
+        self.set_state(v, |s| s.disk = DiskState::Failed);
+        self.devs.get_mut(&v).expect("checked").ld = None;
+        self.set_state(v, |s| s.disk = DiskState::Diskless);
+        if self.conn >= ConnState::Connected {
+            self.send_state(v);
+        }
+        Ok(())
+    }
+
+    fn admin_invalidate(
+        &mut self,
+        command: &AdminCommand,
+        v: u16,
+        remote: bool,
+    ) -> Result<(), AdminRefusal> {
+        let Some(d) = self.devs.get(&v) else {
+            return Err(ret_refusal(127, "Unknown volume"));
+        };
+        let st = d.st;
+        if d.ld.is_none() {
+            return Err(state_refusal(rv::NO_LOCAL_DISK));
+        }
+        if st.conn.is_sync() {
+            return Err(state_refusal(rv::RESYNC_RUNNING));
+        }
+        if st.conn >= ConnState::Connected {
+            if remote && st.pdsk < DiskState::Inconsistent {
+                return Err(state_refusal(rv::NO_REMOTE_DISK));
+            }
+            if !remote && st.role == Role::Primary {
+                return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
+            }
+            let target = if remote {
+                ConnState::StartingSyncS
+            } else {
+                ConnState::StartingSyncT
+            };
+            self.request_change(command.clone(), v, 0x1f << 4, (target as u32) << 4, false);
+            return Ok(());
+        }
+        if remote {
+            if st.role != Role::Primary {
+                return Err(state_refusal(rv::NEED_CONNECTION));
+            }
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.set_all();
+            }
+            self.write_bitmap(v);
+            return Ok(());
+        }
+        if st.role == Role::Primary {
+            return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
+        }
+        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            ld.bitmap.set_all();
+        }
+        self.write_bitmap(v);
+        self.set_state(v, |s| s.disk = DiskState::Inconsistent);
+        Ok(())
+    }
+
+    /// StartingSyncS/T: set all bits locally, then become SyncSource / wait for the sync UUID.
+    fn begin_full_sync(&mut self, v: u16, side: ConnState) {
+        self.set_state(v, |s| s.conn = side);
+        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            ld.bitmap.set_all();
+        }
+        self.write_bitmap(v);
+        if side == ConnState::StartingSyncT {
+            self.set_state(v, |s| {
+                s.conn = ConnState::WFSyncUUID;
+                s.disk = DiskState::Inconsistent;
+            });
+        } else {
+            self.start_resync(v, ConnState::SyncSource);
+        }
+    }
+
+    fn admin_outdate(&mut self, v: u16) -> Result<(), AdminRefusal> {
+        let Some(d) = self.devs.get(&v) else {
+            return Err(ret_refusal(127, "Unknown volume"));
+        };
+        let st = d.st;
+        if st.conn >= ConnState::Connected {
+            return Err(state_refusal(rv::CONNECTED_OUTDATES));
+        }
+        if st.disk < DiskState::Outdated {
+            return Err(state_refusal(rv::LOWER_THAN_OUTDATED));
+        }
+        if st.role == Role::Primary {
+            return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
+        }
+        self.set_state(v, |s| s.disk = DiskState::Outdated);
+        Ok(())
+    }
+
+    fn admin_new_current_uuid(&mut self, v: u16, clear_bitmap: bool) -> Result<(), AdminRefusal> {
+        let Some(d) = self.devs.get(&v) else {
+            return Err(ret_refusal(127, "Unknown volume"));
+        };
+        if d.ld.is_none() {
+            return Err(ret_refusal(138, "Device does not have a disk"));
+        }
+        let st = d.st;
+        let fresh =
+            d.ld.as_ref()
+                .is_some_and(|l| l.d.uuids[UI_CURRENT] == uc::UUID_JUST_CREATED);
+        if clear_bitmap && st.conn == ConnState::Connected && fresh {
+            // Skip the initial sync of a fresh pair (drbd_adm_new_c_uuid).
+            self.new_current_uuid(v);
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.clear_all();
+                ld.d.uuids[UI_BITMAP] = 0;
+            }
+            self.write_bitmap(v);
+            self.write_superblock(v, true);
+            self.send_uuids(v, uc::UUID_FLAG_SKIP_INITIAL_SYNC);
+            self.set_state(v, |s| {
+                s.disk = DiskState::UpToDate;
+                s.pdsk = DiskState::UpToDate;
+            });
+            return Ok(());
+        }
+        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            Self::uuid_clear_bm(ld);
+        }
+        self.new_current_uuid(v);
+        if clear_bitmap {
+            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                ld.bitmap.clear_all();
+                ld.d.uuids[UI_BITMAP] = 0;
+            }
+            self.write_bitmap(v);
+        }
+        Ok(())
+    }
+
+    /// A cluster-wide request from the peer (receive_req_state): convert to our view, check,
+    /// apply, reply on the meta socket.
+    fn receive_state_change_request(&mut self, f: &Frame) -> Result<(), Error> {
+        if f.payload.len() != 8 {
+            return Err(PeerMisbehaved::PayloadLength {
+                cmd: cmd::name(f.cmd),
+                expected: "8".into(),
+                got: f.payload.len(),
+            }
+            .into());
+        }
+        let mask = u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+        let val = u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]);
+        let conn_wide = f.cmd == cmd::CONN_ST_CHG_REQ;
+        let reply_cmd = if conn_wide {
+            cmd::CONN_ST_CHG_REPLY
+        } else {
+            cmd::STATE_CHG_REPLY
+        };
+        let v = if conn_wide {
+            *self.devs.keys().next().expect("one volume")
+        } else {
+            self.dev_for(f)?
+        };
+        let field = |m: u32, shift: u32, width: u32| -> Option<u32> {
+            (m >> shift & ((1 << width) - 1) != 0).then_some(val >> shift & ((1 << width) - 1))
+        };
+        let mut code = rv::SUCCESS;
+        let st = self.devs[&v].st;
+        let peer_role = field(mask, 0, 2).and_then(Role::from_u32);
+        let peer_disk = field(mask, 9, 4).and_then(DiskState::from_u32);
+        let my_disk_req = field(mask, 13, 4).and_then(DiskState::from_u32);
+        let conn_req = field(mask, 4, 5).and_then(ConnState::from_u32);
+        if peer_role == Some(Role::Primary)
+            && st.role == Role::Primary
+            && !self.cfg.net.allow_two_primaries
+        {
+            code = rv::TWO_PRIMARIES;
+        }
+        if self.resolve_conflicts && self.pending_change.is_some() {
+            code = rv::CONCURRENT_ST_CHG;
+        }
+        let mut reply = [0u8; 4];
+        reply.copy_from_slice(&code.to_be_bytes());
+        if code < rv::SUCCESS {
+            self.send(
+                Socket::Meta,
+                reply_cmd,
+                if conn_wide { 0 } else { v },
+                &reply,
+            );
+            return Ok(());
+        }
+        self.send(
+            Socket::Meta,
+            reply_cmd,
+            if conn_wide { 0 } else { v },
+            &reply,
+        );
+        if let Some(r) = peer_role {
+            let vols: Vec<u16> = if conn_wide {
+                self.devs.keys().copied().collect()
+            } else {
+                vec![v]
+            };
+            for x in vols {
+                self.set_state(x, |s| s.peer = r);
+            }
+        }
+        if let Some(dsk) = peer_disk {
+            // The peer was forced UpToDate & Primary: consider resync (drbd_state.c).
+            let d = &self.devs[&v];
+            if d.st.disk == DiskState::Inconsistent && d.st.pdsk == DiskState::Inconsistent {
+                self.devs.get_mut(&v).expect("exists").consider_resync = true;
+            }
+            self.set_state(v, |s| s.pdsk = dsk);
+        }
+        if let Some(dsk) = my_disk_req {
+            if dsk == DiskState::Outdated && st.disk > DiskState::Outdated {
+                self.set_state(v, |s| s.disk = DiskState::Outdated);
+            }
+        }
+        match conn_req {
+            Some(ConnState::Disconnecting) => {
+                // Our side of a graceful disconnect: TearDown, then the peer closes the sockets.
+                self.set_conn_all(ConnState::TearDown);
+            }
+            Some(ConnState::StartingSyncS) => self.begin_full_sync(v, ConnState::StartingSyncT),
+            Some(ConnState::StartingSyncT) => self.begin_full_sync(v, ConnState::StartingSyncS),
+            _ => {}
+        }
+        Ok(())
     }
 }
