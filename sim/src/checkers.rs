@@ -47,7 +47,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} [{}] at {} ns: {}", self.class, self.check, self.at_ns, self.detail)
+        write!(
+            f,
+            "{:?} [{}] at {} ns: {}",
+            self.class, self.check, self.at_ns, self.detail
+        )
     }
 }
 
@@ -63,7 +67,9 @@ pub fn block_pattern(write_id: u64, block: u64) -> Vec<u8> {
         sector[16] = i as u8;
         let mut x = write_id ^ block.rotate_left(32) ^ (i as u64);
         for b in &mut sector[17..] {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (x >> 56) as u8;
         }
     }
@@ -80,7 +86,9 @@ pub enum BlockValue {
 
 pub fn identify(data: &[u8], block: u64) -> BlockValue {
     let first = sector_write_id(&data[..SECTOR], block);
-    let Some(id) = first else { return BlockValue::Mixed };
+    let Some(id) = first else {
+        return BlockValue::Mixed;
+    };
     if data == block_pattern(id, block).as_slice() {
         BlockValue::Write(id)
     } else {
@@ -110,7 +118,13 @@ struct BlockModel {
 
 impl Default for BlockModel {
     fn default() -> Self {
-        BlockModel { acked: 0, in_flight: None, history: vec![0], fuzzy: false, last_complete_gen: 0 }
+        BlockModel {
+            acked: 0,
+            in_flight: None,
+            history: vec![0],
+            fuzzy: false,
+            last_complete_gen: 0,
+        }
     }
 }
 
@@ -127,7 +141,10 @@ impl Model {
     pub fn write_issued(&mut self, id: u64, blocks: &[u64]) {
         for b in blocks {
             let m = self.blocks.entry(*b).or_default();
-            assert!(m.in_flight.is_none(), "workload issued overlapping writes to block {b}");
+            assert!(
+                m.in_flight.is_none(),
+                "workload issued overlapping writes to block {b}"
+            );
             m.in_flight = Some(id);
             m.history.push(id);
         }
@@ -184,8 +201,12 @@ impl Model {
     }
 
     pub fn allowed(&self, block: u64, value: BlockValue) -> bool {
-        let Some(m) = self.blocks.get(&block) else { return value == BlockValue::Write(0) };
-        let BlockValue::Write(v) = value else { return false };
+        let Some(m) = self.blocks.get(&block) else {
+            return value == BlockValue::Write(0);
+        };
+        let BlockValue::Write(v) = value else {
+            return false;
+        };
         if m.fuzzy {
             v == m.acked || m.history.contains(&v)
         } else {
@@ -202,7 +223,9 @@ impl Model {
     }
 
     pub fn in_flight(&self, block: u64) -> bool {
-        self.blocks.get(&block).is_some_and(|m| m.in_flight.is_some())
+        self.blocks
+            .get(&block)
+            .is_some_and(|m| m.in_flight.is_some())
     }
 
     pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
@@ -234,7 +257,11 @@ mod tests {
     fn patterns_identify_their_write_and_torn_blocks_are_mixed() {
         let a = block_pattern(5, 17);
         assert_eq!(identify(&a, 17), BlockValue::Write(5));
-        assert_eq!(identify(&a, 18), BlockValue::Mixed, "a block at the wrong place is foreign");
+        assert_eq!(
+            identify(&a, 18),
+            BlockValue::Mixed,
+            "a block at the wrong place is foreign"
+        );
         assert_eq!(identify(&[0u8; 4096], 3), BlockValue::Write(0));
         let mut torn = block_pattern(6, 17);
         torn[512..1024].copy_from_slice(&a[512..1024]);
@@ -247,9 +274,15 @@ mod tests {
         m.write_issued(1, &[0]);
         assert!(m.allowed(0, BlockValue::Write(0)) && m.allowed(0, BlockValue::Write(1)));
         m.write_completed(1, &[0], true);
-        assert!(!m.allowed(0, BlockValue::Write(0)), "a completed write must be visible");
+        assert!(
+            !m.allowed(0, BlockValue::Write(0)),
+            "a completed write must be visible"
+        );
         m.crashed();
-        assert!(m.allowed(0, BlockValue::Write(0)), "not flushed: a crash may lose it");
+        assert!(
+            m.allowed(0, BlockValue::Write(0)),
+            "not flushed: a crash may lose it"
+        );
         let g = {
             m.write_issued(2, &[0]);
             m.write_completed(2, &[0], true);
@@ -257,7 +290,10 @@ mod tests {
         };
         m.flush_completed(g);
         m.crashed();
-        assert!(!m.allowed(0, BlockValue::Write(1)), "flushed: only write 2 may remain");
+        assert!(
+            !m.allowed(0, BlockValue::Write(1)),
+            "flushed: only write 2 may remain"
+        );
         assert!(m.allowed(0, BlockValue::Write(2)));
         assert!(!m.allowed(0, BlockValue::Mixed));
     }

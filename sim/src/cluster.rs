@@ -11,12 +11,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use udrbd_engine::{
-    AdminCommand, AfterSbPolicy, AttachedDisk, ConnState, DiskConfig, DiskState, Input, Instant, IoErrorKind,
-    IoId, MetaLayout, Mutation, NetConfig, Output, Protocol, RequestId, RequestOp, Resource, ResourceConfig,
-    Role, Socket, Volume, VolumeOnDisk,
+    AdminCommand, AfterSbPolicy, AttachedDisk, ConnState, DiskConfig, DiskState, Input, Instant,
+    IoErrorKind, IoId, MetaLayout, Mutation, NetConfig, Output, Protocol, RequestId, RequestOp,
+    Resource, ResourceConfig, Role, Socket, Volume, VolumeOnDisk,
 };
 
-use crate::checkers::{block_pattern, identify, BlockValue, Failure, FailureClass, Model, BLOCK_BYTES};
+use crate::checkers::{
+    block_pattern, identify, BlockValue, Failure, FailureClass, Model, BLOCK_BYTES,
+};
 use crate::clock::NodeClock;
 use crate::disk::{DiskFaults, DiskOp, DiskResult, SimDisk};
 use crate::md::{self, Placement};
@@ -117,6 +119,7 @@ pub struct Cluster {
     pub stats: Stats,
     /// Recent history, printed with a failure.
     pub trace: Vec<String>,
+    pub trace_cap: usize,
 }
 
 impl Cluster {
@@ -125,7 +128,9 @@ impl Cluster {
         let placement = Placement::internal(options.backing_sectors);
         let engine_layout = MetaLayout::internal(options.backing_sectors);
         let data_sectors = MetaLayout::internal_data_sectors(options.backing_sectors);
-        if data_sectors != placement.data_sectors || engine_layout.md_offset_bytes != placement.md_offset_bytes {
+        if data_sectors != placement.data_sectors
+            || engine_layout.md_offset_bytes != placement.md_offset_bytes
+        {
             return Err(fail(FailureClass::Crash, "layout", format!(
                 "engine layout {engine_layout:?} / {data_sectors} data sectors differs from the simulator's {placement:?}"
             ), 0));
@@ -136,7 +141,11 @@ impl Cluster {
         let presynced_uuid = (options.start == Start::PreSynced).then(|| prng.next_u64() | 0x100);
         let mut nodes = Vec::with_capacity(NODES);
         for n in 0..NODES {
-            let mut disk = SimDisk::new(options.backing_sectors * 512, options.disk[n].clone(), prng.fork());
+            let mut disk = SimDisk::new(
+                options.backing_sectors * 512,
+                options.disk[n].clone(),
+                prng.fork(),
+            );
             md::create_md(&mut disk, &placement, presynced_uuid);
             nodes.push(Node {
                 disk,
@@ -175,6 +184,7 @@ impl Cluster {
             heal_connects: [0; NODES],
             stats: Stats::default(),
             trace: Vec::new(),
+            trace_cap: 400,
         };
         for n in 0..NODES {
             c.restart(n)?;
@@ -199,15 +209,23 @@ impl Cluster {
                 return Ok(self.stats.clone());
             }
             if self.now_ns > deadline {
-                return Err(self.fail(FailureClass::Liveness, "converge", format!(
-                    "not Connected UpToDate/UpToDate after {} s of healing: {}",
-                    self.options.liveness_budget_ns / 1_000_000_000,
-                    self.describe()
-                )));
+                return Err(self.fail(
+                    FailureClass::Liveness,
+                    "converge",
+                    format!(
+                        "not Connected UpToDate/UpToDate after {} s of healing: {}",
+                        self.options.liveness_budget_ns / 1_000_000_000,
+                        self.describe()
+                    ),
+                ));
             }
             self.heal_tick()?;
             if !self.step()? {
-                return Err(self.fail(FailureClass::Liveness, "stuck", format!("nothing left to happen: {}", self.describe())));
+                return Err(self.fail(
+                    FailureClass::Liveness,
+                    "stuck",
+                    format!("nothing left to happen: {}", self.describe()),
+                ));
             }
         }
     }
@@ -218,7 +236,15 @@ impl Cluster {
     fn step(&mut self) -> Result<bool, Failure> {
         self.stats.steps += 1;
         if self.stats.steps > self.options.max_steps {
-            return Err(self.fail(FailureClass::Liveness, "steps", format!("more than {} steps: {}", self.options.max_steps, self.describe())));
+            return Err(self.fail(
+                FailureClass::Liveness,
+                "steps",
+                format!(
+                    "more than {} steps: {}",
+                    self.options.max_steps,
+                    self.describe()
+                ),
+            ));
         }
         let mut next: Option<(u64, u8, usize)> = None;
         let mut consider = |t: Option<u64>, kind: u8, n: usize| {
@@ -231,14 +257,20 @@ impl Cluster {
         for (n, node) in self.nodes.iter().enumerate() {
             consider(node.restart_at_ns, 0, n);
             consider(node.disk.next_completion_ns(), 1, n);
-            let timer = node.engine.as_ref().and_then(|e| e.poll_timeout()).map(|t| node.clock.global_at(t.0));
+            let timer = node
+                .engine
+                .as_ref()
+                .and_then(|e| e.poll_timeout())
+                .map(|t| node.clock.global_at(t.0));
             consider(timer, 3, n);
         }
         consider(self.net.next_event_ns(), 2, 0);
         if !self.liveness {
             consider(Some(self.next_action_ns), 4, 0);
         }
-        let Some((t, kind, n)) = next else { return Ok(false) };
+        let Some((t, kind, n)) = next else {
+            return Ok(false);
+        };
         self.now_ns = self.now_ns.max(t);
         match kind {
             0 => {
@@ -270,8 +302,14 @@ impl Cluster {
         Instant(self.nodes[n].clock.local(self.now_ns))
     }
 
-    fn with_engine<R>(&mut self, n: usize, f: impl FnOnce(&mut Resource) -> R) -> Result<Option<R>, Failure> {
-        let Some(engine) = self.nodes[n].engine.as_mut() else { return Ok(None) };
+    fn with_engine<R>(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(&mut Resource) -> R,
+    ) -> Result<Option<R>, Failure> {
+        let Some(engine) = self.nodes[n].engine.as_mut() else {
+            return Ok(None);
+        };
         match catch_unwind(AssertUnwindSafe(|| f(engine))) {
             Ok(r) => Ok(Some(r)),
             Err(panic) => {
@@ -280,7 +318,11 @@ impl Cluster {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                Err(self.fail(FailureClass::Crash, "panic", format!("engine on node {n} panicked: {msg}")))
+                Err(self.fail(
+                    FailureClass::Crash,
+                    "panic",
+                    format!("engine on node {n} panicked: {msg}"),
+                ))
             }
         }
     }
@@ -312,30 +354,57 @@ impl Cluster {
                     self.handle(n, Input::DiskDone { io, result })?;
                 }
                 Tag::PreFlush(io) => {
-                    let Some(op) = self.nodes[n].preflush_waiting.remove(&io) else { continue };
+                    let Some(op) = self.nodes[n].preflush_waiting.remove(&io) else {
+                        continue;
+                    };
                     if c.result == DiskResult::Error {
-                        self.handle(n, Input::DiskDone { io, result: Err(IoErrorKind::Io) })?;
+                        self.handle(
+                            n,
+                            Input::DiskDone {
+                                io,
+                                result: Err(IoErrorKind::Io),
+                            },
+                        )?;
                     } else {
                         self.submit_data(n, io, op);
                     }
                 }
                 Tag::Meta(io) => {
-                    let Some(p) = self.nodes[n].meta_pending.get_mut(&io) else { continue };
+                    let Some(p) = self.nodes[n].meta_pending.get_mut(&io) else {
+                        continue;
+                    };
                     p.remaining -= 1;
                     p.failed |= c.result == DiskResult::Error;
                     if p.remaining == 0 {
-                        let p = self.nodes[n].meta_pending.remove(&io).expect("present above");
+                        let p = self.nodes[n]
+                            .meta_pending
+                            .remove(&io)
+                            .expect("present above");
                         if p.failed {
-                            self.handle(n, Input::MetaDone { io, result: Err(IoErrorKind::Io) })?;
+                            self.handle(
+                                n,
+                                Input::MetaDone {
+                                    io,
+                                    result: Err(IoErrorKind::Io),
+                                },
+                            )?;
                         } else if p.flush {
-                            self.nodes[n].disk.submit(self.now_ns, Tag::MetaFlush(io), DiskOp::Flush);
+                            self.nodes[n].disk.submit(
+                                self.now_ns,
+                                Tag::MetaFlush(io),
+                                DiskOp::Flush,
+                            );
                         } else {
                             self.handle(n, Input::MetaDone { io, result: Ok(()) })?;
                         }
                     }
                 }
                 Tag::MetaFlush(io) => {
-                    let result = if c.result == DiskResult::Error { Err(IoErrorKind::Io) } else { Ok(()) };
+                    let result = if c.result == DiskResult::Error {
+                        Err(IoErrorKind::Io)
+                    } else {
+                        Ok(())
+                    };
                     self.handle(n, Input::MetaDone { io, result })?;
                 }
             }
@@ -356,12 +425,29 @@ impl Cluster {
         if self.nodes[to].engine.is_none() {
             return Ok(());
         }
+        match &ev {
+            NetEvent::Received { sock, bytes } => {
+                if self.trace_cap > 400 {
+                    self.note(format!("node {to}: net: {} bytes on {sock:?}", bytes.len()));
+                }
+            }
+            other => self.note(format!("node {to}: net: {other:?}")),
+        }
         let input = match ev {
             // The node that accepted the meta socket resolves conflicts; we let node 0 accept.
-            NetEvent::Connected => Input::Connected { resolve_conflicts: to == 0 },
+            NetEvent::Connected => Input::Connected {
+                resolve_conflicts: to == 0,
+            },
             NetEvent::Received { sock, bytes } => {
-                let socket = if sock == Sock::Data { Socket::Data } else { Socket::Meta };
-                Input::Received { socket, bytes: Bytes::from(bytes) }
+                let socket = if sock == Sock::Data {
+                    Socket::Data
+                } else {
+                    Socket::Meta
+                };
+                Input::Received {
+                    socket,
+                    bytes: Bytes::from(bytes),
+                }
             }
             NetEvent::ConnectionLost => Input::ConnectionLost { timed_out: false },
         };
@@ -371,7 +457,9 @@ impl Cluster {
     /// Executes everything the engine on node `n` asked for.
     fn drain(&mut self, n: usize) -> Result<(), Failure> {
         loop {
-            let Some(out) = self.with_engine(n, |e| e.poll_output())?.flatten() else { return Ok(()) };
+            let Some(out) = self.with_engine(n, |e| e.poll_output())?.flatten() else {
+                return Ok(());
+            };
             self.output(n, out)?;
         }
     }
@@ -380,36 +468,90 @@ impl Cluster {
         let data_bytes = self.placement.data_sectors * 512;
         match out {
             Output::Send { socket, bytes } => {
-                let sock = if socket == Socket::Data { Sock::Data } else { Sock::Meta };
+                let sock = if socket == Socket::Data {
+                    Sock::Data
+                } else {
+                    Sock::Meta
+                };
                 self.net.send(self.now_ns, n, sock, bytes.to_vec());
             }
-            Output::Connect => self.net.want_connect(self.now_ns, n, true),
-            Output::Disconnect => self.net.close(self.now_ns, n),
-            Output::DiskRead { io, sector, len_bytes, .. } => {
-                self.check_data_io(n, sector, u64::from(len_bytes), data_bytes)?;
-                self.submit_data(n, io, DiskOp::Read { offset: sector * 512, len: u64::from(len_bytes) });
+            Output::Connect => {
+                self.note(format!("node {n}: out: Connect"));
+                self.net.want_connect(self.now_ns, n, true);
             }
-            Output::DiskWrite { io, sector, data, fua, preflush, .. } => {
+            Output::Disconnect => {
+                self.note(format!("node {n}: out: Disconnect"));
+                self.net.close(self.now_ns, n);
+            }
+            Output::DiskRead {
+                io,
+                sector,
+                len_bytes,
+                ..
+            } => {
+                self.check_data_io(n, sector, u64::from(len_bytes), data_bytes)?;
+                self.submit_data(
+                    n,
+                    io,
+                    DiskOp::Read {
+                        offset: sector * 512,
+                        len: u64::from(len_bytes),
+                    },
+                );
+            }
+            Output::DiskWrite {
+                io,
+                sector,
+                data,
+                fua,
+                preflush,
+                ..
+            } => {
                 self.check_data_io(n, sector, data.len() as u64, data_bytes)?;
-                let op = DiskOp::Write { offset: sector * 512, data: data.to_vec(), fua };
+                let op = DiskOp::Write {
+                    offset: sector * 512,
+                    data: data.to_vec(),
+                    fua,
+                };
                 if preflush {
                     self.nodes[n].preflush_waiting.insert(io, op);
-                    self.nodes[n].disk.submit(self.now_ns, Tag::PreFlush(io), DiskOp::Flush);
+                    self.nodes[n]
+                        .disk
+                        .submit(self.now_ns, Tag::PreFlush(io), DiskOp::Flush);
                 } else {
                     self.submit_data(n, io, op);
                 }
             }
-            Output::DiskFlush { io, .. } => self.nodes[n].disk.submit(self.now_ns, Tag::Data(io), DiskOp::Flush),
-            Output::DiskDiscard { io, sector, len_bytes, .. } => {
+            Output::DiskFlush { io, .. } => {
+                self.nodes[n]
+                    .disk
+                    .submit(self.now_ns, Tag::Data(io), DiskOp::Flush)
+            }
+            Output::DiskDiscard {
+                io,
+                sector,
+                len_bytes,
+                ..
+            } => {
                 self.check_data_io(n, sector, u64::from(len_bytes), data_bytes)?;
-                let op = DiskOp::Write { offset: sector * 512, data: vec![0; len_bytes as usize], fua: false };
+                let op = DiskOp::Write {
+                    offset: sector * 512,
+                    data: vec![0; len_bytes as usize],
+                    fua: false,
+                };
                 self.submit_data(n, io, op);
             }
-            Output::WriteMeta { io, writes, flush, .. } => {
+            Output::WriteMeta {
+                io, writes, flush, ..
+            } => {
                 let range = self.placement.meta_range();
                 for w in &writes {
                     let end = w.offset_bytes + w.data.len() as u64;
-                    if w.offset_bytes < range.start || end > range.end || w.offset_bytes % 512 != 0 || w.data.len() % 512 != 0 {
+                    if w.offset_bytes < range.start
+                        || end > range.end
+                        || w.offset_bytes % 512 != 0
+                        || w.data.len() % 512 != 0
+                    {
                         return Err(self.fail(FailureClass::Crash, "meta-io", format!(
                             "node {n}: meta-data write at {:#x}+{} outside the meta-data area {range:x?} or unaligned",
                             w.offset_bytes, w.data.len()
@@ -418,19 +560,34 @@ impl Cluster {
                 }
                 if writes.is_empty() {
                     if flush {
-                        self.nodes[n].disk.submit(self.now_ns, Tag::MetaFlush(io), DiskOp::Flush);
+                        self.nodes[n]
+                            .disk
+                            .submit(self.now_ns, Tag::MetaFlush(io), DiskOp::Flush);
                     } else {
                         self.handle(n, Input::MetaDone { io, result: Ok(()) })?;
                     }
                     return Ok(());
                 }
-                self.nodes[n].meta_pending.insert(io, MetaPending { remaining: writes.len(), flush, failed: false });
+                self.nodes[n].meta_pending.insert(
+                    io,
+                    MetaPending {
+                        remaining: writes.len(),
+                        flush,
+                        failed: false,
+                    },
+                );
                 for w in writes {
-                    let op = DiskOp::Write { offset: w.offset_bytes, data: w.data.to_vec(), fua: false };
+                    let op = DiskOp::Write {
+                        offset: w.offset_bytes,
+                        data: w.data.to_vec(),
+                        fua: false,
+                    };
                     self.nodes[n].disk.submit(self.now_ns, Tag::Meta(io), op);
                 }
             }
-            Output::Complete { request, result } => self.complete(n, request, result.map_err(|e| format!("{e:?}")))?,
+            Output::Complete { request, result } => {
+                self.complete(n, request, result.map_err(|e| format!("{e:?}")))?
+            }
             Output::AdminDone { command, result } => {
                 self.note(format!("node {n}: admin {command:?} -> {result:?}"));
             }
@@ -455,8 +612,14 @@ impl Cluster {
         Ok(())
     }
 
-    fn check_data_io(&self, n: usize, sector: u64, len: u64, data_bytes: u64) -> Result<(), Failure> {
-        if sector * 512 + len > data_bytes || len % 512 != 0 || len == 0 {
+    fn check_data_io(
+        &self,
+        n: usize,
+        sector: u64,
+        len: u64,
+        data_bytes: u64,
+    ) -> Result<(), Failure> {
+        if sector * 512 + len > data_bytes || !len.is_multiple_of(512) || len == 0 {
             return Err(self.fail(FailureClass::Crash, "data-io", format!(
                 "node {n}: data I/O at sector {sector} len {len} outside the data area ({data_bytes} bytes) or unaligned"
             )));
@@ -465,8 +628,18 @@ impl Cluster {
     }
 }
 
-pub(crate) fn fail(class: FailureClass, check: &'static str, detail: String, at_ns: u64) -> Failure {
-    Failure { class, check, detail, at_ns }
+pub(crate) fn fail(
+    class: FailureClass,
+    check: &'static str,
+    detail: String,
+    at_ns: u64,
+) -> Failure {
+    Failure {
+        class,
+        check,
+        detail,
+        at_ns,
+    }
 }
 
 impl Cluster {
@@ -475,15 +648,22 @@ impl Cluster {
     fn engine_config(&self, n: usize) -> ResourceConfig {
         let net = NetConfig {
             protocol: Protocol::C,
-            after_sb_0pri: AfterSbPolicy::from_u32(self.options.after_sb_0pri).unwrap_or(AfterSbPolicy::Disconnect),
+            after_sb_0pri: AfterSbPolicy::from_u32(self.options.after_sb_0pri)
+                .unwrap_or(AfterSbPolicy::Disconnect),
             ..NetConfig::default()
         };
-        let disk = DiskConfig { resync_rate_kib: self.options.resync_rate_kib, c_plan_ahead_ds: 0, ..DiskConfig::default() };
+        let disk = DiskConfig {
+            resync_rate_kib: self.options.resync_rate_kib,
+            c_plan_ahead_ds: 0,
+            ..DiskConfig::default()
+        };
         ResourceConfig {
             name: "r0".into(),
             net,
             disk,
-            rng_seed: self.options.seed ^ ((n as u64 + 1) << 56) ^ (self.nodes[n].incarnation << 40),
+            rng_seed: self.options.seed
+                ^ ((n as u64 + 1) << 56)
+                ^ (self.nodes[n].incarnation << 40),
             volumes: vec![VOL],
             connect_on_start: true,
             max_bio_size: 1 << 20,
@@ -497,10 +677,18 @@ impl Cluster {
         self.nodes[n].incarnation += 1;
         let p = self.placement;
         let before = self.nodes[n].disk.read_visible(p.md_offset_bytes, 4096);
-        let flags_before = md::Superblock::decode(&before).map(|s| s.flags).unwrap_or(0);
+        let flags_before = md::Superblock::decode(&before)
+            .map(|s| s.flags)
+            .unwrap_or(0);
         let attached = match md::apply_al_and_read(&mut self.nodes[n].disk, &p) {
             Ok(a) => a,
-            Err(e) => return Err(self.fail(FailureClass::Correctness, "meta-data", format!("node {n}: meta-data unreadable after crash: {e}"))),
+            Err(e) => {
+                return Err(self.fail(
+                    FailureClass::Correctness,
+                    "meta-data",
+                    format!("node {n}: meta-data unreadable after crash: {e}"),
+                ))
+            }
         };
         if self.nodes[n].crashed_as_primary {
             self.check_crash_recovery(n, flags_before, &attached)?;
@@ -518,7 +706,16 @@ impl Cluster {
         };
         let config = self.engine_config(n);
         let now = self.local_now(n);
-        let created = catch_unwind(AssertUnwindSafe(|| Resource::new(config, vec![VolumeOnDisk { volume: VOL, disk: Some(disk) }], now)));
+        let created = catch_unwind(AssertUnwindSafe(|| {
+            Resource::new(
+                config,
+                vec![VolumeOnDisk {
+                    volume: VOL,
+                    disk: Some(disk),
+                }],
+                now,
+            )
+        }));
         let engine = match created {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
@@ -534,7 +731,11 @@ impl Cluster {
             self.nodes[n].incarnation,
             sb.flags,
             sb.uuids,
-            attached.bitmap_words.iter().map(|w| w.count_ones()).sum::<u32>()
+            attached
+                .bitmap_words
+                .iter()
+                .map(|w| w.count_ones())
+                .sum::<u32>()
         ));
         let node = &mut self.nodes[n];
         node.engine = Some(engine);
@@ -555,18 +756,32 @@ impl Cluster {
         // Remember what the upper layer's blocks held, to see what the crash changed.
         let blocks: Vec<u64> = self.model.blocks().collect();
         let before: Vec<Vec<u8>> = blocks.iter().map(|b| self.read_block(n, *b)).collect();
-        self.note(format!("node {n}: CRASH (primary with writes: {was_primary})"));
+        self.note(format!(
+            "node {n}: CRASH (primary with writes: {was_primary})"
+        ));
         let node = &mut self.nodes[n];
         node.engine = None;
         node.disk.crash();
         node.meta_pending.clear();
         node.preflush_waiting.clear();
         node.crashed_as_primary = was_primary;
-        let changed: Vec<u64> = blocks.iter().zip(&before).filter(|(b, old)| self.read_block(n, **b) != **old).map(|(b, _)| *b).collect();
+        let changed: Vec<u64> = blocks
+            .iter()
+            .zip(&before)
+            .filter(|(b, old)| self.read_block(n, **b) != **old)
+            .map(|(b, _)| *b)
+            .collect();
         self.nodes[n].crash_changed = changed;
         let lost: Vec<(u64, Req)> = {
-            let ids: Vec<u64> = self.requests.iter().filter(|(_, r)| r.node == n).map(|(id, _)| *id).collect();
-            ids.into_iter().filter_map(|id| self.requests.remove(&id).map(|r| (id, r))).collect()
+            let ids: Vec<u64> = self
+                .requests
+                .iter()
+                .filter(|(_, r)| r.node == n)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| self.requests.remove(&id).map(|r| (id, r)))
+                .collect()
         };
         for (_, r) in lost {
             match r.kind {
@@ -581,7 +796,8 @@ impl Cluster {
         // The promised data survives a Secondary's crash on the Primary; any other crash may take
         // unflushed writes with it.
         let other = 1 - n;
-        let primary_survives = !was_primary_role && self.snapshot(other).role == Some(Role::Primary);
+        let primary_survives =
+            !was_primary_role && self.snapshot(other).role == Some(Role::Primary);
         if !primary_survives {
             self.model.crashed();
         }
@@ -600,12 +816,21 @@ impl Cluster {
     }
 
     pub fn snapshot(&self, n: usize) -> Snapshot {
-        let Some(e) = self.nodes[n].engine.as_ref() else { return Snapshot::default() };
-        Snapshot { role: Some(e.role()), conn: Some(e.conn_state()), disk: e.disk_state(VOL), pdsk: e.peer_disk_state(VOL) }
+        let Some(e) = self.nodes[n].engine.as_ref() else {
+            return Snapshot::default();
+        };
+        Snapshot {
+            role: Some(e.role()),
+            conn: Some(e.conn_state()),
+            disk: e.disk_state(VOL),
+            pdsk: e.peer_disk_state(VOL),
+        }
     }
 
     fn read_block(&self, n: usize, block: u64) -> Vec<u8> {
-        self.nodes[n].disk.read_visible(block * BLOCK_BYTES, BLOCK_BYTES)
+        self.nodes[n]
+            .disk
+            .read_visible(block * BLOCK_BYTES, BLOCK_BYTES)
     }
 
     // ---- the workload ----
@@ -616,7 +841,8 @@ impl Cluster {
             *c = self.nodes[n].engine.is_some() && self.data_matches(n).is_none();
         }
         let up: [bool; NODES] = std::array::from_fn(|n| self.nodes[n].engine.is_some());
-        let primary: [bool; NODES] = std::array::from_fn(|n| self.snapshot(n).role == Some(Role::Primary));
+        let primary: [bool; NODES] =
+            std::array::from_fn(|n| self.snapshot(n).role == Some(Role::Primary));
         let disk_errors: [bool; NODES] = std::array::from_fn(|n| self.nodes[n].disk_errors);
         let view = View {
             up,
@@ -636,7 +862,12 @@ impl Cluster {
             self.note(format!("action {action:?}"));
         }
         match action {
-            Action::Write { node, block, count, fua } => {
+            Action::Write {
+                node,
+                block,
+                count,
+                fua,
+            } => {
                 let id = self.next_write_id;
                 self.next_write_id += 1;
                 let blocks: Vec<u64> = (block..block + count).collect();
@@ -648,20 +879,49 @@ impl Cluster {
                 self.busy.extend(blocks.iter().copied());
                 self.nodes[node].wrote_as_primary = true;
                 let rid = self.new_request(node, ReqKind::Write { id, blocks });
-                let op = RequestOp::Write { sector: block * SECTORS_PER_BLOCK, data: Bytes::from(data), fua, preflush: false };
-                self.handle(node, Input::Request { id: rid, volume: VOL, op })?;
+                let op = RequestOp::Write {
+                    sector: block * SECTORS_PER_BLOCK,
+                    data: Bytes::from(data),
+                    fua,
+                    preflush: false,
+                };
+                self.handle(
+                    node,
+                    Input::Request {
+                        id: rid,
+                        volume: VOL,
+                        op,
+                    },
+                )?;
             }
             Action::Read { node, block, count } => {
                 let blocks: Vec<u64> = (block..block + count).collect();
                 self.busy.extend(blocks.iter().copied());
                 let rid = self.new_request(node, ReqKind::Read { blocks });
-                let op = RequestOp::Read { sector: block * SECTORS_PER_BLOCK, len_bytes: (count * BLOCK_BYTES) as u32 };
-                self.handle(node, Input::Request { id: rid, volume: VOL, op })?;
+                let op = RequestOp::Read {
+                    sector: block * SECTORS_PER_BLOCK,
+                    len_bytes: (count * BLOCK_BYTES) as u32,
+                };
+                self.handle(
+                    node,
+                    Input::Request {
+                        id: rid,
+                        volume: VOL,
+                        op,
+                    },
+                )?;
             }
             Action::Flush { node } => {
                 let gen = self.model.flush_issued();
                 let rid = self.new_request(node, ReqKind::Flush { gen });
-                self.handle(node, Input::Request { id: rid, volume: VOL, op: RequestOp::Flush })?;
+                self.handle(
+                    node,
+                    Input::Request {
+                        id: rid,
+                        volume: VOL,
+                        op: RequestOp::Flush,
+                    },
+                )?;
             }
             Action::Promote { node } => {
                 if !current[node] {
@@ -671,10 +931,17 @@ impl Cluster {
                 self.admin(node, AdminCommand::Primary { force: false })?;
             }
             Action::Demote { node } => self.admin(node, AdminCommand::Secondary)?,
-            Action::AdminDisconnect { node } => self.admin(node, AdminCommand::Disconnect { force: false })?,
+            Action::AdminDisconnect { node } => {
+                self.admin(node, AdminCommand::Disconnect { force: false })?
+            }
             Action::AdminConnect { node } => {
                 if self.snapshot(node).conn == Some(ConnState::StandAlone) {
-                    self.admin(node, AdminCommand::Connect { discard_my_data: false })?;
+                    self.admin(
+                        node,
+                        AdminCommand::Connect {
+                            discard_my_data: false,
+                        },
+                    )?;
                 }
             }
             Action::Cut => self.net.cut(self.now_ns),
@@ -683,7 +950,11 @@ impl Cluster {
             Action::DiskErrors { node, on } => {
                 self.nodes[node].disk_errors = on;
                 let ppm = if on { self.options.disk_error_ppm } else { 0 };
-                let faults = DiskFaults { read_error_ppm: ppm, write_error_ppm: ppm, ..self.options.disk[node].clone() };
+                let faults = DiskFaults {
+                    read_error_ppm: ppm,
+                    write_error_ppm: ppm,
+                    ..self.options.disk[node].clone()
+                };
                 self.nodes[node].disk.set_faults(faults);
             }
             Action::Idle => {}
@@ -698,12 +969,25 @@ impl Cluster {
         RequestId(id)
     }
 
-    fn complete(&mut self, n: usize, request: RequestId, result: Result<Option<Bytes>, String>) -> Result<(), Failure> {
+    fn complete(
+        &mut self,
+        n: usize,
+        request: RequestId,
+        result: Result<Option<Bytes>, String>,
+    ) -> Result<(), Failure> {
         let Some(req) = self.requests.remove(&request.0) else {
-            return Err(self.fail(FailureClass::Crash, "complete", format!("node {n}: completion of unknown request {}", request.0)));
+            return Err(self.fail(
+                FailureClass::Crash,
+                "complete",
+                format!("node {n}: completion of unknown request {}", request.0),
+            ));
         };
         if req.node != n {
-            return Err(self.fail(FailureClass::Crash, "complete", format!("node {n}: completed a request of node {}", req.node)));
+            return Err(self.fail(
+                FailureClass::Crash,
+                "complete",
+                format!("node {n}: completed a request of node {}", req.node),
+            ));
         }
         match req.kind {
             ReqKind::Write { id, blocks } => {
@@ -740,7 +1024,10 @@ impl Cluster {
         for n in 0..NODES {
             let dirty = std::mem::take(&mut self.nodes[n].dirty_blocks);
             let s = self.snapshot(n);
-            if self.model.diverged || s.role != Some(Role::Primary) || s.disk != Some(DiskState::UpToDate) {
+            if self.model.diverged
+                || s.role != Some(Role::Primary)
+                || s.disk != Some(DiskState::UpToDate)
+            {
                 continue;
             }
             for b in dirty {
@@ -749,10 +1036,14 @@ impl Cluster {
                 }
                 let v = identify(&self.read_block(n, b), b);
                 if !self.model.allowed(b, v) {
-                    return Err(self.fail(FailureClass::Correctness, "primary-data", format!(
-                        "node {n} (Primary, UpToDate) block {b} holds {v:?}, expected {}",
-                        self.model.expected(b)
-                    )));
+                    return Err(self.fail(
+                        FailureClass::Correctness,
+                        "primary-data",
+                        format!(
+                            "node {n} (Primary, UpToDate) block {b} holds {v:?}, expected {}",
+                            self.model.expected(b)
+                        ),
+                    ));
                 }
             }
         }
@@ -768,7 +1059,9 @@ impl Cluster {
     fn steady(&self) -> bool {
         (0..NODES).all(|n| {
             let s = self.snapshot(n);
-            s.conn == Some(ConnState::Connected) && s.disk == Some(DiskState::UpToDate) && s.pdsk == Some(DiskState::UpToDate)
+            s.conn == Some(ConnState::Connected)
+                && s.disk == Some(DiskState::UpToDate)
+                && s.pdsk == Some(DiskState::UpToDate)
         })
     }
 
@@ -781,7 +1074,11 @@ impl Cluster {
     fn check_steady(&mut self, is_final: bool) -> Result<(), Failure> {
         self.stats.steady_checks += 1;
         let data_sectors = self.placement.data_sectors;
-        let mut sectors: Vec<u64> = self.nodes[0].disk.touched_sectors().chain(self.nodes[1].disk.touched_sectors()).collect();
+        let mut sectors: Vec<u64> = self.nodes[0]
+            .disk
+            .touched_sectors()
+            .chain(self.nodes[1].disk.touched_sectors())
+            .collect();
         sectors.sort_unstable();
         sectors.dedup();
         for s in sectors.into_iter().take_while(|s| *s < data_sectors) {
@@ -822,10 +1119,13 @@ impl Cluster {
 
     /// Whether node `n`'s data misses something the upper layer was promised (first such block).
     fn data_matches(&self, n: usize) -> Option<(u64, BlockValue)> {
-        self.model.blocks().filter(|b| !self.busy.contains(b) && !self.model.in_flight(*b)).find_map(|b| {
-            let v = identify(&self.read_block(n, b), b);
-            (!self.model.allowed(b, v)).then_some((b, v))
-        })
+        self.model
+            .blocks()
+            .filter(|b| !self.busy.contains(b) && !self.model.in_flight(*b))
+            .find_map(|b| {
+                let v = identify(&self.read_block(n, b), b);
+                (!self.model.allowed(b, v)).then_some((b, v))
+            })
     }
 
     fn check_node_data(&self, n: usize, check: &'static str) -> Result<(), Failure> {
@@ -833,11 +1133,15 @@ impl Cluster {
             return Ok(());
         }
         if let Some((b, v)) = self.data_matches(n) {
-            return Err(self.fail(FailureClass::Correctness, check, format!(
-                "node {n} ({:?}) block {b} holds {v:?}, expected {}",
-                self.snapshot(n),
-                self.model.expected(b)
-            )));
+            return Err(self.fail(
+                FailureClass::Correctness,
+                check,
+                format!(
+                    "node {n} ({:?}) block {b} holds {v:?}, expected {}",
+                    self.snapshot(n),
+                    self.model.expected(b)
+                ),
+            ));
         }
         Ok(())
     }
@@ -859,10 +1163,17 @@ impl Cluster {
         let s = self.snapshot(n);
         for b in blocks {
             let local = identify(&self.read_block(n, *b), *b);
-            if local != BlockValue::Write(id) && s.disk == Some(DiskState::UpToDate) && !self.nodes[n].disk_errors {
-                return Err(self.fail(FailureClass::Correctness, "acked-local", format!(
+            if local != BlockValue::Write(id)
+                && s.disk == Some(DiskState::UpToDate)
+                && !self.nodes[n].disk_errors
+            {
+                return Err(self.fail(
+                    FailureClass::Correctness,
+                    "acked-local",
+                    format!(
                     "node {n}: write {id} completed but block {b} holds {local:?} on the local disk"
-                )));
+                ),
+                ));
             }
         }
         let connected = s.conn.is_some_and(|c| c.is_established()) && self.net.is_up();
@@ -870,7 +1181,13 @@ impl Cluster {
         if !connected || self.nodes[peer].engine.is_none() || self.nodes[peer].disk_errors {
             return Ok(());
         }
-        if !matches!(peer_s.disk, Some(DiskState::UpToDate) | Some(DiskState::Inconsistent) | Some(DiskState::Outdated) | Some(DiskState::Consistent)) {
+        if !matches!(
+            peer_s.disk,
+            Some(DiskState::UpToDate)
+                | Some(DiskState::Inconsistent)
+                | Some(DiskState::Outdated)
+                | Some(DiskState::Consistent)
+        ) {
             return Ok(());
         }
         for b in blocks {
@@ -893,10 +1210,14 @@ impl Cluster {
             let chunk = &data[i * BLOCK_BYTES as usize..(i + 1) * BLOCK_BYTES as usize];
             let v = identify(chunk, *b);
             if !self.model.allowed(*b, v) {
-                return Err(self.fail(FailureClass::Correctness, "read", format!(
-                    "node {n}: read of block {b} returned {v:?}, expected {}",
-                    self.model.expected(*b)
-                )));
+                return Err(self.fail(
+                    FailureClass::Correctness,
+                    "read",
+                    format!(
+                        "node {n}: read of block {b} returned {v:?}, expected {}",
+                        self.model.expected(*b)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -904,7 +1225,12 @@ impl Cluster {
 
     /// After a Primary crashed: its meta-data must say so, and the activity log (replayed into
     /// the bitmap) must cover every block the crash changed.
-    fn check_crash_recovery(&self, n: usize, flags_before: u32, attached: &md::Attached) -> Result<(), Failure> {
+    fn check_crash_recovery(
+        &self,
+        n: usize,
+        flags_before: u32,
+        attached: &md::Attached,
+    ) -> Result<(), Failure> {
         if flags_before & (md::MDF_PRIMARY_IND | md::MDF_CRASHED_PRIMARY) == 0 {
             return Err(self.fail(FailureClass::Correctness, "crashed-primary-flag", format!(
                 "node {n} crashed as a Primary with writes but its superblock flags {flags_before:#x} do not say Primary"
@@ -912,7 +1238,10 @@ impl Cluster {
         }
         for b in &self.nodes[n].crash_changed {
             let bit = b * BLOCK_BYTES / 4096;
-            let set = attached.bitmap_words.get((bit / 64) as usize).is_some_and(|w| w & (1 << (bit % 64)) != 0);
+            let set = attached
+                .bitmap_words
+                .get((bit / 64) as usize)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0);
             if !set {
                 return Err(self.fail(FailureClass::Correctness, "activity-log", format!(
                     "node {n} crashed as Primary and lost or tore block {b}, but after apply-al its bit is clear (hot extents {:?})",
@@ -965,7 +1294,9 @@ impl Cluster {
         }
         self.next_heal_ns = self.now_ns + 2_000_000_000;
         self.heal()?;
-        let current: [bool; NODES] = std::array::from_fn(|n| self.nodes[n].engine.is_some() && self.data_matches(n).is_none());
+        let current: [bool; NODES] = std::array::from_fn(|n| {
+            self.nodes[n].engine.is_some() && self.data_matches(n).is_none()
+        });
         for n in 0..NODES {
             if self.snapshot(n).conn != Some(ConnState::StandAlone) {
                 continue;
@@ -976,7 +1307,11 @@ impl Cluster {
             // handshake): discard the data of the side that misses promised writes, else of the
             // Secondary, else of node 1.
             let victim = if current[n] != current[peer] {
-                if current[n] { peer } else { n }
+                if current[n] {
+                    peer
+                } else {
+                    n
+                }
             } else if self.snapshot(n).role == Some(Role::Primary) {
                 peer
             } else if self.snapshot(peer).role == Some(Role::Primary) {
@@ -993,11 +1328,18 @@ impl Cluster {
                     self.admin(n, AdminCommand::Secondary)?;
                 }
             }
-            self.admin(n, AdminCommand::Connect { discard_my_data: discard })?;
+            self.admin(
+                n,
+                AdminCommand::Connect {
+                    discard_my_data: discard,
+                },
+            )?;
         }
         // Nobody has good data but both are connected: the operator forces the most current.
-        let both_connected = (0..NODES).all(|n| self.snapshot(n).conn == Some(ConnState::Connected));
-        let none_up_to_date = (0..NODES).all(|n| self.snapshot(n).disk != Some(DiskState::UpToDate));
+        let both_connected =
+            (0..NODES).all(|n| self.snapshot(n).conn == Some(ConnState::Connected));
+        let none_up_to_date =
+            (0..NODES).all(|n| self.snapshot(n).disk != Some(DiskState::UpToDate));
         if both_connected && none_up_to_date && self.requests.is_empty() {
             let n = if current[0] || !current[1] { 0 } else { 1 };
             if !current[n] {
@@ -1009,13 +1351,21 @@ impl Cluster {
     }
 
     pub fn describe(&self) -> String {
-        let states: Vec<String> = (0..NODES).map(|n| format!("node {n}: {:?}", self.snapshot(n))).collect();
-        format!("{}; net up {} partitioned {}; {} requests in flight", states.join(", "), self.net.is_up(), self.net.is_partitioned(), self.requests.len())
+        let states: Vec<String> = (0..NODES)
+            .map(|n| format!("node {n}: {:?}", self.snapshot(n)))
+            .collect();
+        format!(
+            "{}; net up {} partitioned {}; {} requests in flight",
+            states.join(", "),
+            self.net.is_up(),
+            self.net.is_partitioned(),
+            self.requests.len()
+        )
     }
 
     fn note(&mut self, line: String) {
-        if self.trace.len() >= 400 {
-            self.trace.drain(..100);
+        if self.trace.len() >= self.trace_cap {
+            self.trace.drain(..self.trace_cap / 4);
         }
         self.trace.push(format!("{:>14} {line}", self.now_ns));
     }

@@ -33,12 +33,17 @@ pub fn run_seed(seed: u64, mutation: Option<Mutation>) -> Result<Stats, Failure>
 }
 
 /// Runs one seed and returns the failure with the run's recent trace for printing.
-pub fn run_seed_traced(seed: u64, mutation: Option<Mutation>) -> Result<(Stats, Vec<String>), (Failure, Vec<String>)> {
+pub fn run_seed_traced(
+    seed: u64,
+    mutation: Option<Mutation>,
+    trace_cap: usize,
+) -> Result<(Stats, Vec<String>), (Failure, Vec<String>)> {
     let options = Options::from_seed(seed);
     let mut cluster = match Cluster::new(options, mutation) {
         Ok(c) => c,
         Err(f) => return Err((f, Vec::new())),
     };
+    cluster.trace_cap = trace_cap;
     match cluster.run() {
         Ok(stats) => Ok((stats, cluster.trace.clone())),
         Err(f) => Err((f, cluster.trace.clone())),

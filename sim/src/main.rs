@@ -30,20 +30,33 @@ fn parse_args() -> Result<Args, String> {
             }
             "--seeds" => {
                 let v = args.next().ok_or("--seeds needs A..B")?;
-                let (a, b) = v.split_once("..").ok_or_else(|| format!("--seeds {v}: expected A..B"))?;
+                let (a, b) = v
+                    .split_once("..")
+                    .ok_or_else(|| format!("--seeds {v}: expected A..B"))?;
                 seeds = Some(parse_seed(a)?..parse_seed(b)?);
             }
             "--mutation" => {
                 let v = args.next().ok_or("--mutation needs a name")?;
-                mutation = Some(mutations::parse(&v).ok_or_else(|| format!("unknown mutation {v}; known: {:?}", mutations::ALL))?);
+                mutation =
+                    Some(mutations::parse(&v).ok_or_else(|| {
+                        format!("unknown mutation {v}; known: {:?}", mutations::ALL)
+                    })?);
             }
             "-v" | "--verbose" => verbose = true,
-            "-h" | "--help" => return Err("usage: udrbd-sim (--seed N | --seeds A..B) [--mutation NAME] [-v]".into()),
+            "-h" | "--help" => {
+                return Err(
+                    "usage: udrbd-sim (--seed N | --seeds A..B) [--mutation NAME] [-v]".into(),
+                )
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let seeds = seeds.ok_or("give --seed N or --seeds A..B")?;
-    Ok(Args { seeds, mutation, verbose })
+    Ok(Args {
+        seeds,
+        mutation,
+        verbose,
+    })
 }
 
 /// A decimal seed, or a hex git commit hash (its first 16 hex digits), so CI can pass the commit.
@@ -69,7 +82,11 @@ fn main() -> ExitCode {
         if args.verbose {
             println!("{}", Options::from_seed(seed));
         }
-        match run_seed_traced(seed, args.mutation) {
+        match run_seed_traced(
+            seed,
+            args.mutation,
+            if args.verbose { 1_000_000 } else { 400 },
+        ) {
             Ok((stats, trace)) => {
                 if args.verbose {
                     for line in &trace {
@@ -80,7 +97,7 @@ fn main() -> ExitCode {
             }
             Err((failure, trace)) => {
                 if args.verbose {
-                    for line in trace.iter().rev().take(120).rev() {
+                    for line in &trace {
                         println!("  {line}");
                     }
                 } else {
@@ -89,11 +106,18 @@ fn main() -> ExitCode {
                 println!("FAILED seed {seed}: {failure}");
                 println!("replay: {}", replay_line(seed, args.mutation));
                 let code = failure.class.exit_code();
-                debug_assert!(code != FailureClass::Crash.exit_code() || failure.class == FailureClass::Crash);
+                debug_assert!(
+                    code != FailureClass::Crash.exit_code() || failure.class == FailureClass::Crash
+                );
                 return ExitCode::from(code as u8);
             }
         }
     }
-    println!("{count} seeds ({}..{}) passed in {:.1} s", args.seeds.start, args.seeds.end, started.elapsed().as_secs_f64());
+    println!(
+        "{count} seeds ({}..{}) passed in {:.1} s",
+        args.seeds.start,
+        args.seeds.end,
+        started.elapsed().as_secs_f64()
+    );
     ExitCode::SUCCESS
 }

@@ -44,7 +44,12 @@ impl Placement {
     pub fn internal(backing_sectors: u64) -> Placement {
         let md_offset_sect = (backing_sectors & !7) - 8;
         // One bit per 4 KiB, bitmap rounded to 4 KiB blocks, sized for the whole backing device.
-        let bm_sect = backing_sectors.div_ceil(8).div_ceil(8 * 512).div_ceil(8).max(1) * 8;
+        let bm_sect = backing_sectors
+            .div_ceil(8)
+            .div_ceil(8 * 512)
+            .div_ceil(8)
+            .max(1)
+            * 8;
         let al_sect = 64u64;
         let md_size_sect = bm_sect + al_sect + 8;
         Placement {

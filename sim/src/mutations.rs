@@ -13,10 +13,20 @@ pub const ALL: [Mutation; 5] = [
 ];
 
 pub fn parse(name: &str) -> Option<Mutation> {
-    ALL.iter().copied().find(|m| format!("{m:?}").eq_ignore_ascii_case(name))
+    ALL.iter()
+        .copied()
+        .find(|m| format!("{m:?}").eq_ignore_ascii_case(name))
 }
 
 /// Runs seeds from `first` until one fails, at most `budget` seeds. Returns the failing seed.
-pub fn first_catch(mutation: Mutation, first: u64, budget: u64) -> Option<(u64, crate::checkers::Failure)> {
-    (first..first + budget).find_map(|seed| crate::run_seed(seed, Some(mutation)).err().map(|f| (seed, f)))
+pub fn first_catch(
+    mutation: Mutation,
+    first: u64,
+    budget: u64,
+) -> Option<(u64, crate::checkers::Failure)> {
+    (first..first + budget).find_map(|seed| {
+        crate::run_seed(seed, Some(mutation))
+            .err()
+            .map(|f| (seed, f))
+    })
 }

@@ -9,18 +9,44 @@ use crate::prng::Prng;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Write `count` 4 KiB blocks from `block` on `node`.
-    Write { node: usize, block: u64, count: u64, fua: bool },
-    Read { node: usize, block: u64, count: u64 },
-    Flush { node: usize },
-    Promote { node: usize },
-    Demote { node: usize },
-    AdminDisconnect { node: usize },
-    AdminConnect { node: usize },
+    Write {
+        node: usize,
+        block: u64,
+        count: u64,
+        fua: bool,
+    },
+    Read {
+        node: usize,
+        block: u64,
+        count: u64,
+    },
+    Flush {
+        node: usize,
+    },
+    Promote {
+        node: usize,
+    },
+    Demote {
+        node: usize,
+    },
+    AdminDisconnect {
+        node: usize,
+    },
+    AdminConnect {
+        node: usize,
+    },
     /// Break the connection (either socket).
     Cut,
-    Partition { on: bool },
-    Crash { node: usize },
-    DiskErrors { node: usize, on: bool },
+    Partition {
+        on: bool,
+    },
+    Crash {
+        node: usize,
+    },
+    DiskErrors {
+        node: usize,
+        on: bool,
+    },
     Idle,
 }
 
@@ -50,10 +76,16 @@ impl Workload {
         assert!(data_blocks > 8);
         // Spread spots over the device (so several AL extents and bitmap words are touched), some
         // of them adjacent to exercise request merging.
-        let mut spots: Vec<u64> = (0..options.working_set_blocks).map(|_| prng.below(data_blocks)).collect();
+        let mut spots: Vec<u64> = (0..options.working_set_blocks)
+            .map(|_| prng.below(data_blocks))
+            .collect();
         spots.sort_unstable();
         spots.dedup();
-        Workload { prng, spots, data_blocks }
+        Workload {
+            prng,
+            spots,
+            data_blocks,
+        }
     }
 
     pub fn gap_ns(&mut self, options: &Options) -> u64 {
@@ -80,14 +112,21 @@ impl Workload {
                 let node = primary.filter(|_| io_room)?;
                 let (block, count) = self.free_range(view.busy, options.write_blocks_max)?;
                 let fua = self.prng.chance(options.fua_ppm);
-                Some(Action::Write { node, block, count, fua })
+                Some(Action::Write {
+                    node,
+                    block,
+                    count,
+                    fua,
+                })
             }
             1 => {
                 let node = primary.filter(|_| io_room)?;
                 let (block, count) = self.free_range(view.busy, options.write_blocks_max)?;
                 Some(Action::Read { node, block, count })
             }
-            2 => Some(Action::Flush { node: primary.filter(|_| io_room)? }),
+            2 => Some(Action::Flush {
+                node: primary.filter(|_| io_room)?,
+            }),
             3 => {
                 // One Primary at a time (allow-two-primaries is off), and only from current data
                 // unless this run deliberately makes split brains.
@@ -104,7 +143,9 @@ impl Workload {
             5 => view.up[node].then_some(Action::AdminDisconnect { node }),
             6 => view.up[node].then_some(Action::AdminConnect { node }),
             7 => Some(Action::Cut),
-            8 => Some(Action::Partition { on: !view.partitioned }),
+            8 => Some(Action::Partition {
+                on: !view.partitioned,
+            }),
             9 => {
                 // Keep at least one node alive most of the time; both down is allowed rarely.
                 let both_would_be_down = !view.up[1 - node];
@@ -113,7 +154,10 @@ impl Workload {
                 }
                 Some(Action::Crash { node })
             }
-            10 => Some(Action::DiskErrors { node, on: !view.disk_errors[node] }),
+            10 => Some(Action::DiskErrors {
+                node,
+                on: !view.disk_errors[node],
+            }),
             _ => Some(Action::Idle),
         }
     }
