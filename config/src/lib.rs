@@ -161,6 +161,13 @@ pub(crate) struct Selection {
     pub peer: Option<usize>,
 }
 
+/// The resources after drbdadm's post-parse checks for one host.
+pub(crate) struct Checked {
+    resources: Vec<ResourceText>,
+    selections: Vec<Selection>,
+    warnings: Vec<String>,
+}
+
 impl Config {
     /// Names of all resources, in file order.
     pub fn resource_names(&self) -> Vec<&str> {
@@ -185,11 +192,7 @@ impl Config {
     /// before any command). With `expanded`, options inherited from `common` count (every
     /// command but `dump`). Returns the resources as checked (unknown `resync-after` targets
     /// removed, like drbdadm without a terminal) and warnings.
-    pub(crate) fn checked(
-        &self,
-        node: &str,
-        expanded: bool,
-    ) -> Result<(Vec<ResourceText>, Vec<Selection>, Vec<String>), Error> {
+    pub(crate) fn checked(&self, node: &str, expanded: bool) -> Result<Checked, Error> {
         let addrs = local_addresses();
         let mut sels = Vec::with_capacity(self.resources.len());
         for r in &self.resources {
@@ -269,13 +272,30 @@ impl Config {
                 }
             }
         }
-        Ok((out, sels, warnings))
+        Ok(Checked {
+            resources: out,
+            selections: sels,
+            warnings,
+        })
+    }
+
+    /// Runs drbdadm's checks for host `node` without resolving anything; returns the
+    /// warnings drbdadm would print (deprecated keywords, unknown `resync-after` targets).
+    pub fn check(&self, node: &str) -> Result<Vec<String>, Error> {
+        let checked = self.checked(node, true)?;
+        let mut w = self.warnings.clone();
+        w.extend(checked.warnings);
+        Ok(w)
     }
 
     /// What `drbdadm dump RES` prints (`RES` = `None` or `"all"`: `drbdadm dump all`) for
     /// host `node`.
     pub fn dump(&self, resource: Option<&str>, node: &str) -> Result<String, Error> {
-        let (checked, sels, _) = self.checked(node, false)?;
+        let Checked {
+            resources: checked,
+            selections: sels,
+            ..
+        } = self.checked(node, false)?;
         match resource {
             None | Some("all") => {
                 // drbdadm verifies, for `all`, that this host owns each of its addresses.
@@ -359,7 +379,11 @@ impl Config {
                 host: node.to_string(),
             });
         }
-        let (checked, sels, _) = self.checked(node, true)?;
+        let Checked {
+            resources: checked,
+            selections: sels,
+            ..
+        } = self.checked(node, true)?;
         let idx = checked
             .iter()
             .position(|r| r.name == name)
