@@ -242,7 +242,8 @@ fn dry(env: &AdmEnv, line: String) -> bool {
     env.dry_run
 }
 
-/// `drbdadm create-md`: runs udrbdmeta like drbdadm runs drbdmeta.
+/// `drbdadm create-md`: runs udrbdmeta like drbdadm runs drbdmeta; without a udrbdmeta binary
+/// the same library call is made in-process.
 pub fn create_md(env: &AdmEnv, plan: &ResourcePlan, extra: &[String]) -> VerbResult {
     for v in &plan.volumes {
         let mut args = vec![
@@ -253,8 +254,28 @@ pub fn create_md(env: &AdmEnv, plan: &ResourcePlan, extra: &[String]) -> VerbRes
             "create-md".into(),
         ];
         args.extend(extra.iter().cloned());
-        run_meta(env, &args)?;
+        if env.meta_bin.exists() || env.dry_run {
+            run_meta(env, &args)?;
+        } else {
+            create_md_in_process(v)?;
+        }
     }
+    Ok(())
+}
+
+fn create_md_in_process(v: &VolumePlan) -> VerbResult {
+    use udrbd_metadata::{io::FileIo, md, MetaIndex};
+    let path = v.meta_path();
+    let index = match (&v.meta_disk, v.meta_index) {
+        (None, _) => MetaIndex::Internal,
+        (Some(_), None) => MetaIndex::FlexExternal,
+        (Some(_), Some(i)) => MetaIndex::Indexed(i),
+    };
+    let fail = |e: String| VerbError::new(EXIT_REFUSED, format!("{}: {e}", path.display()));
+    let mut io = FileIo::open(path, true).map_err(|e| fail(e.to_string()))?;
+    println!("Writing meta data...");
+    md::create(&mut io, index, &Default::default()).map_err(|e| fail(e.to_string()))?;
+    println!("New drbd meta data block successfully created.");
     Ok(())
 }
 
