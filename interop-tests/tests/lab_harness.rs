@@ -66,9 +66,9 @@ fn hung_guest_is_killed_at_the_time_out() {
     let err = lab
         .guest()
         .name("hang")
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(12))
         .run("sleep 600")
         .unwrap_err();
-    assert!(matches!(err, LabError::Timeout { secs: 20, .. }), "{err}");
+    assert!(matches!(err, LabError::Timeout { secs: 12, .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
