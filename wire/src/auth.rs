@@ -35,7 +35,9 @@ pub enum AuthError {
     UnknownAlgorithm(String),
     #[error("shared-secret is {len} bytes, at most {MAX_SECRET_LEN} allowed")]
     SecretTooLong { len: usize },
-    #[error("AuthChallenge payload of {len} bytes, expected {CHALLENGE_LEN}..={MAX_PEER_CHALLENGE_LEN}")]
+    #[error(
+        "AuthChallenge payload of {len} bytes, expected {CHALLENGE_LEN}..={MAX_PEER_CHALLENGE_LEN}"
+    )]
     ChallengeLength { len: usize },
     #[error("Peer presented the same challenge!")]
     SameChallenge,
@@ -174,8 +176,8 @@ mod tests {
         assert_eq!(
             r.as_ref(),
             [
-                0xef, 0xfc, 0xdf, 0x6a, 0xe5, 0xeb, 0x2f, 0xa2, 0xd2, 0x74, 0x16, 0xd5, 0xf1,
-                0x84, 0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
+                0xef, 0xfc, 0xdf, 0x6a, 0xe5, 0xeb, 0x2f, 0xa2, 0xd2, 0x74, 0x16, 0xd5, 0xf1, 0x84,
+                0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
             ]
         );
     }
@@ -186,21 +188,23 @@ mod tests {
         assert_eq!(
             r.as_ref(),
             [
-                0x75, 0x0c, 0x78, 0x3e, 0x6a, 0xb0, 0xb5, 0x03, 0xea, 0xa8, 0x6e, 0x31, 0x0a,
-                0x5d, 0xb7, 0x38
+                0x75, 0x0c, 0x78, 0x3e, 0x6a, 0xb0, 0xb5, 0x03, 0xea, 0xa8, 0x6e, 0x31, 0x0a, 0x5d,
+                0xb7, 0x38
             ]
         );
         let r = response(HmacAlg::Sha256, b"Jefe", b"what do ya want for nothing?").unwrap();
         assert_eq!(r[..4], [0x5b, 0xdc, 0xc1, 0x46]);
-        assert_eq!(
-            response(HmacAlg::Sha512, b"Jefe", b"x").unwrap().len(),
-            64
-        );
+        assert_eq!(response(HmacAlg::Sha512, b"Jefe", b"x").unwrap().len(), 64);
     }
 
     #[test]
     fn both_sides_authenticate_each_other() {
-        for alg in [HmacAlg::Sha1, HmacAlg::Sha256, HmacAlg::Sha512, HmacAlg::Md5] {
+        for alg in [
+            HmacAlg::Sha1,
+            HmacAlg::Sha256,
+            HmacAlg::Sha512,
+            HmacAlg::Md5,
+        ] {
             let a = make_challenge([1; 64]);
             let b = make_challenge([2; 64]);
             check_peer_challenge(&a, &b).unwrap();

@@ -90,7 +90,10 @@ impl CompressedBitmap {
                 cmd,
                 "encoding",
                 0,
-                format!("unknown bitmap encoding {} (only 2, RLE_VLI_Bits)", enc & 0x0f),
+                format!(
+                    "unknown bitmap encoding {} (only 2, RLE_VLI_Bits)",
+                    enc & 0x0f
+                ),
             ));
         }
         Ok(CompressedBitmap {
@@ -351,7 +354,7 @@ impl BitmapReceiver {
                 let mut s = self.pos.bit_offset;
                 let mut set = c.first_run_set;
                 for rl in c.runs()? {
-                    let e = s.checked_add(rl).unwrap_or(u64::MAX);
+                    let e = s.saturating_add(rl);
                     if e > self.pos.bm_bits {
                         return Err(BitmapError::Overflow {
                             end: e - 1,
@@ -418,7 +421,10 @@ mod tests {
         let Some(Packet::CompressedBitmap(c)) = s.next_packet(&bm) else {
             panic!("expected a compressed packet");
         };
-        assert_eq!(payload(&c), [0xc2, 0x99, 0x7c, 0x04, 0xdf, 0xc3, 0x77, 0x01]);
+        assert_eq!(
+            payload(&c),
+            [0xc2, 0x99, 0x7c, 0x04, 0xdf, 0xc3, 0x77, 0x01]
+        );
         assert_eq!(c.runs().unwrap(), [3, 7, 1, 53, 64, 72]);
         assert!(s.is_done());
         assert_eq!(s.next_packet(&bm), None);
@@ -459,7 +465,12 @@ mod tests {
         assert_eq!(out, bm);
         assert_eq!(
             cmds,
-            [Command::BITMAP, Command::BITMAP, Command::BITMAP, Command::BITMAP]
+            [
+                Command::BITMAP,
+                Command::BITMAP,
+                Command::BITMAP,
+                Command::BITMAP
+            ]
         );
     }
 

@@ -186,7 +186,11 @@ pub struct Wsame {
 }
 
 impl Wsame {
-    pub fn decode(header: &Header, payload: &[u8], digest_len: usize) -> Result<Wsame, DecodeError> {
+    pub fn decode(
+        header: &Header,
+        payload: &[u8],
+        digest_len: usize,
+    ) -> Result<Wsame, DecodeError> {
         expect_min(header.command, payload, P_TRIM_LEN + digest_len)?;
         let mut r = Reader::new(header.command, payload);
         Ok(Wsame {

@@ -144,7 +144,9 @@ pub struct Agreed {
 /// Why no common dialect exists (drbd_receiver.c: drbd_do_features, "incompatible DRBD
 /// dialects"). The kernel gives up for good after this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("incompatible DRBD dialects: I support {my_min}-{my_max}, peer supports {peer_min}-{peer_max}")]
+#[error(
+    "incompatible DRBD dialects: I support {my_min}-{my_max}, peer supports {peer_min}-{peer_max}"
+)]
 pub struct Refusal {
     pub my_min: u32,
     pub my_max: u32,

@@ -80,7 +80,10 @@ pub enum Packet {
     ConnectionFeatures(Features),
     /// A command 8.4 does not accept (unknown, obsolete or DRBD 9 only); the payload is kept
     /// so the engine can log it. 8.4 answers with ProtocolError.
-    Unknown { command: Command, payload: Bytes },
+    Unknown {
+        command: Command,
+        payload: Bytes,
+    },
 }
 
 impl Packet {
@@ -211,9 +214,7 @@ impl Packet {
             Command::OV_RESULT => P::OvResult(BlockAck::decode(h, payload)?),
             Command::CSUM_RS_REQUEST => P::CsumRsRequest(DigestReq::decode(h, payload)?),
             Command::RS_IS_IN_SYNC => P::RsIsInSync(BlockAck::decode(h, payload)?),
-            Command::SYNC_PARAM89 => {
-                P::SyncParam89(SyncParam::decode(h, payload, dialect.apv)?)
-            }
+            Command::SYNC_PARAM89 => P::SyncParam89(SyncParam::decode(h, payload, dialect.apv)?),
             Command::COMPRESSED_BITMAP => {
                 P::CompressedBitmap(CompressedBitmap::decode(h, payload)?)
             }
@@ -221,9 +222,7 @@ impl Packet {
             Command::OUT_OF_SYNC => P::OutOfSync(BlockDesc::decode(h, payload)?),
             Command::RS_CANCEL => P::RsCancel(BlockAck::decode(h, payload)?),
             Command::CONN_ST_CHG_REQ => P::ConnStChgReq(ReqState::decode(h, payload)?),
-            Command::CONN_ST_CHG_REPLY => {
-                P::ConnStChgReply(StateChgReply::decode(h, payload)?)
-            }
+            Command::CONN_ST_CHG_REPLY => P::ConnStChgReply(StateChgReply::decode(h, payload)?),
             Command::RETRY_WRITE => P::RetryWrite(BlockAck::decode(h, payload)?),
             Command::PROTOCOL_UPDATE => {
                 P::ProtocolUpdate(Protocol::decode(h, payload, dialect.apv)?)
@@ -235,9 +234,7 @@ impl Packet {
             Command::ZEROES => P::Zeroes(Trim::decode(h, payload)?),
             Command::INITIAL_META => empty(P::InitialMeta)?,
             Command::INITIAL_DATA => empty(P::InitialData)?,
-            Command::CONNECTION_FEATURES => {
-                P::ConnectionFeatures(Features::decode(h, payload)?)
-            }
+            Command::CONNECTION_FEATURES => P::ConnectionFeatures(Features::decode(h, payload)?),
             command => P::Unknown {
                 command,
                 payload: Bytes::copy_from_slice(payload),
@@ -261,9 +258,8 @@ impl Packet {
             Sizes(s) => s.encoded_len(),
             State(_) | StateChgReply(_) | ConnStChgReply(_) => 4,
             AuthChallenge(b) | AuthResponse(b) => b.len(),
-            RecvAck(_) | WriteAck(_) | RsWriteAck(_) | Superseded(_) | NegAck(_)
-            | NegDReply(_) | NegRsDReply(_) | OvResult(_) | RsIsInSync(_) | RsCancel(_)
-            | RetryWrite(_) => 24,
+            RecvAck(_) | WriteAck(_) | RsWriteAck(_) | Superseded(_) | NegAck(_) | NegDReply(_)
+            | NegRsDReply(_) | OvResult(_) | RsIsInSync(_) | RsCancel(_) | RetryWrite(_) => 24,
             OvReply(d) | CsumRsRequest(d) => 24 + d.digest.len(),
             CompressedBitmap(c) => 1 + c.code.len(),
             OutOfSync(_) | RsDeallocated(_) => 16,
@@ -291,9 +287,10 @@ impl Packet {
             SyncUuid(u) => buf.put_u64(*u),
             AuthChallenge(b) | AuthResponse(b) => buf.put_slice(b),
             StateChgReq(r) | ConnStChgReq(r) => r.encode(buf),
-            RecvAck(a) | WriteAck(a) | RsWriteAck(a) | Superseded(a) | NegAck(a)
-            | NegDReply(a) | NegRsDReply(a) | OvResult(a) | RsIsInSync(a) | RsCancel(a)
-            | RetryWrite(a) => a.encode(buf),
+            RecvAck(a) | WriteAck(a) | RsWriteAck(a) | Superseded(a) | NegAck(a) | NegDReply(a)
+            | NegRsDReply(a) | OvResult(a) | RsIsInSync(a) | RsCancel(a) | RetryWrite(a) => {
+                a.encode(buf)
+            }
             BarrierAck(b) => b.encode(buf),
             StateChgReply(r) | ConnStChgReply(r) => r.encode(buf),
             OvReply(d) | CsumRsRequest(d) => d.encode(buf),

@@ -477,7 +477,7 @@ impl StateChgReply {
     pub fn decode(header: &Header, payload: &[u8]) -> Result<StateChgReply, DecodeError> {
         expect_len(header.command, payload, 4)?;
         Ok(StateChgReply(
-            Reader::new(header.command, payload).u32()? as i32,
+            Reader::new(header.command, payload).u32()? as i32
         ))
     }
 
@@ -561,6 +561,9 @@ mod tests {
             StateChgReply(-10).message(),
             Some("State change was refused by peer node")
         );
-        assert_eq!(format!("{:?}", StateChgReply(-19)), "SS_CONCURRENT_ST_CHG(-19)");
+        assert_eq!(
+            format!("{:?}", StateChgReply(-19)),
+            "SS_CONCURRENT_ST_CHG(-19)"
+        );
     }
 }

@@ -155,8 +155,14 @@ mod tests {
         let bytes = Frame::new(Volume(3), Packet::State(crate::State::default()))
             .to_vec(&d)
             .unwrap();
-        assert_eq!(dec.decode(&bytes[..5]).unwrap(), Decoded::NeedMore { need: 16 });
-        assert_eq!(dec.decode(&bytes[..17]).unwrap(), Decoded::NeedMore { need: 20 });
+        assert_eq!(
+            dec.decode(&bytes[..5]).unwrap(),
+            Decoded::NeedMore { need: 16 }
+        );
+        assert_eq!(
+            dec.decode(&bytes[..17]).unwrap(),
+            Decoded::NeedMore { need: 20 }
+        );
         let Decoded::Frame {
             frame, consumed, ..
         } = dec.decode(&bytes).unwrap()

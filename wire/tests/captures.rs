@@ -150,6 +150,9 @@ fn readme_quoted_kernel_bytes_decode_and_stop_at_cut() {
             }
         }
         assert_eq!(cmds[0], first);
-        assert_eq!(&cmds[cmds.len() - 2..], [Command::CONNECTION_FEATURES, Command::PROTOCOL]);
+        assert_eq!(
+            &cmds[cmds.len() - 2..],
+            [Command::CONNECTION_FEATURES, Command::PROTOCOL]
+        );
     }
 }

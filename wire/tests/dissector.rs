@@ -300,7 +300,11 @@ fn tshark_dissects_every_command_like_we_do() {
         })
         .collect();
     assert_eq!(cmds, expected);
-    assert_eq!(check_all(7789, &samples), (samples.len(), 0), "nothing malformed");
+    assert_eq!(
+        check_all(7789, &samples),
+        (samples.len(), 0),
+        "nothing malformed"
+    );
 }
 
 #[test]
@@ -363,19 +367,19 @@ fn tshark_dissects_old_sync_param_at_protocol_88() {
         csums_alg: AlgName::none(),
         controller: Default::default(),
     };
-    let frames = vec![(d88, Frame::new(Volume(0), Packet::SyncParam(p)))];
+    let frame = Frame::new(Volume(0), Packet::SyncParam(p));
     // Known dissector limit: it reads P_SYNC_PARAM as if verify_alg were always a fixed
     // 64-byte field, so the apv-88 form (rate + strlen + 1, drbd_main.c:
     // drbd_send_sync_param) is flagged malformed after resync_rate. Our bytes follow the
     // kernel; pin both facts so a dissector fix shows up here.
-    let pdus = dissect(
-        7791,
-        &[frames[0].1.to_vec(&d88).unwrap()],
-    );
+    let pdus = dissect(7791, &[frame.to_vec(&d88).unwrap()]);
     assert_eq!(pdus.len(), 1);
     let (pdu, malformed) = &pdus[0];
     eq(pdu, "command", "0x000a");
     eq(pdu, "length", "0x00000008");
     eq(pdu, "resync_rate", 4096);
-    assert!(malformed, "the dissector now handles the apv-88 form; tighten this test");
+    assert!(
+        malformed,
+        "the dissector now handles the apv-88 form; tighten this test"
+    );
 }

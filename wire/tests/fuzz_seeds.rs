@@ -38,7 +38,10 @@ fn fuzz_seeds_are_current_and_decode() {
             std::fs::write(&path, &bytes).unwrap();
         }
         let on_disk = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(on_disk, bytes, "{name} is stale; rerun with UDRBD_WRITE_SEEDS=1");
+        assert_eq!(
+            on_disk, bytes,
+            "{name} is stale; rerun with UDRBD_WRITE_SEEDS=1"
+        );
         let apv = if on_disk[0] & 0x0f == 14 { 101 } else { 80 };
         let d = Dialect {
             apv,

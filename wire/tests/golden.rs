@@ -40,13 +40,21 @@ fn golden_initial_data_from_kernel_capture() {
         fff2      // P_INITIAL_DATA
         0000      // length 0
     ");
-    golden(Dialect::INITIAL, &b, Frame::new(Volume(0), Packet::InitialData));
+    golden(
+        Dialect::INITIAL,
+        &b,
+        Frame::new(Volume(0), Packet::InitialData),
+    );
 }
 
 #[test]
 fn golden_initial_meta_from_kernel_capture() {
     let b = hex("83740267 fff1 0000");
-    golden(Dialect::INITIAL, &b, Frame::new(Volume(0), Packet::InitialMeta));
+    golden(
+        Dialect::INITIAL,
+        &b,
+        Frame::new(Volume(0), Packet::InitialMeta),
+    );
 }
 
 #[test]
@@ -743,7 +751,11 @@ fn golden_compressed_bitmap_spec_vector() {
         code: Bytes::from_static(&[0x99, 0x7c, 0x04, 0xdf, 0xc3, 0x77, 0x01]),
     };
     assert_eq!(c.runs().unwrap(), [3, 7, 1, 53, 64, 72]);
-    golden(H101, &b, Frame::new(Volume(0), Packet::CompressedBitmap(c.clone())));
+    golden(
+        H101,
+        &b,
+        Frame::new(Volume(0), Packet::CompressedBitmap(c.clone())),
+    );
     let mut bm = vec![0u64; 4];
     let mut r = BitmapReceiver::new(200, 16);
     assert!(r.handle(&Packet::CompressedBitmap(c), &mut bm).unwrap());
@@ -809,7 +821,9 @@ fn rejects_nonzero_header_pad() {
 fn rejects_wrong_payload_length() {
     let dec = StreamDecoder::new(H101, 1 << 20);
     let e = dec
-        .decode(&hex("8620ec20 0000 0016 00000010 00000000 00000000000000000000000000000000"))
+        .decode(&hex(
+            "8620ec20 0000 0016 00000010 00000000 00000000000000000000000000000000",
+        ))
         .unwrap_err();
     assert_eq!(
         e,
@@ -819,7 +833,10 @@ fn rejects_wrong_payload_length() {
             got: 16
         }
     );
-    assert_eq!(e.to_string(), "P_WRITE_ACK: payload length 16, expected exactly 24");
+    assert_eq!(
+        e.to_string(),
+        "P_WRITE_ACK: payload length 16, expected exactly 24"
+    );
     // A payload on a header-only packet.
     assert!(matches!(
         dec.decode(&hex("8620ec20 0000 0013 00000001 00000000 00")),
@@ -844,7 +861,14 @@ fn rejects_too_long_before_payload() {
 fn rejects_truncated_payload_given_directly() {
     let h = Header::with_kind(HeaderKind::H100, Volume(0), Command::DATA, 24).unwrap();
     assert_eq!(
-        Packet::decode(&h, &[0; 30], &Dialect { digest_len: 20, ..H101 }),
+        Packet::decode(
+            &h,
+            &[0; 30],
+            &Dialect {
+                digest_len: 20,
+                ..H101
+            }
+        ),
         Err(DecodeError::PayloadLength {
             command: Command::DATA,
             expected: Expected::AtLeast(44),
@@ -854,7 +878,11 @@ fn rejects_truncated_payload_given_directly() {
     // Truncated comes from a header that is cut short.
     assert!(matches!(
         Header::decode(101, &[0x86, 0x20]),
-        Err(DecodeError::Truncated { need: 16, have: 2, .. })
+        Err(DecodeError::Truncated {
+            need: 16,
+            have: 2,
+            ..
+        })
     ));
 }
 
@@ -863,7 +891,9 @@ fn rejects_bad_field_naming_command_field_offset() {
     let dec = StreamDecoder::new(H101, 1 << 20);
     // P_STATE_CHG_REQ whose val has conn = 30 (undefined), at payload offset 4.
     let e = dec
-        .decode(&hex("8620ec20 0000 0012 00000008 00000000  000001f0 000001e0"))
+        .decode(&hex(
+            "8620ec20 0000 0012 00000008 00000000  000001f0 000001e0",
+        ))
         .unwrap_err();
     let DecodeError::BadField {
         command,
@@ -874,11 +904,23 @@ fn rejects_bad_field_naming_command_field_offset() {
     else {
         panic!("{e:?}")
     };
-    assert_eq!((*command, *field, *offset), (Command::STATE_CHG_REQ, "conn", 4));
-    assert!(e.to_string().starts_with("P_STATE_CHG_REQ: field conn at payload offset 4"));
+    assert_eq!(
+        (*command, *field, *offset),
+        (Command::STATE_CHG_REQ, "conn", 4)
+    );
+    assert!(e
+        .to_string()
+        .starts_with("P_STATE_CHG_REQ: field conn at payload offset 4"));
     // Unknown bitmap encoding.
     let e = dec
         .decode(&hex("8620ec20 0000 0024 00000002 00000000  0300"))
         .unwrap_err();
-    assert!(matches!(e, DecodeError::BadField { field: "encoding", offset: 0, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::BadField {
+            field: "encoding",
+            offset: 0,
+            ..
+        }
+    ));
 }

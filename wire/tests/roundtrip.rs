@@ -12,9 +12,23 @@ use udrbd_wire::*;
 
 fn arb_dialect() -> impl Strategy<Value = Dialect> {
     (
-        prop_oneof![Just(86u32), Just(87), Just(88), 89u32..=94, 95u32..=99, 100u32..=101],
+        prop_oneof![
+            Just(86u32),
+            Just(87),
+            Just(88),
+            89u32..=94,
+            95u32..=99,
+            100u32..=101
+        ],
         0u32..16,
-        prop_oneof![Just(0usize), Just(4), Just(16), Just(20), Just(32), Just(64)],
+        prop_oneof![
+            Just(0usize),
+            Just(4),
+            Just(16),
+            Just(20),
+            Just(32),
+            Just(64)
+        ],
     )
         .prop_map(|(apv, ff, digest_len)| Dialect {
             apv,
@@ -78,15 +92,20 @@ fn block_desc() -> impl Strategy<Value = BlockDesc> {
 }
 
 fn trim() -> impl Strategy<Value = Trim> {
-    (any::<u64>(), block_id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-        |(sector, block_id, seq_num, f, size)| Trim {
+    (
+        any::<u64>(),
+        block_id(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(sector, block_id, seq_num, f, size)| Trim {
             sector,
             block_id,
             seq_num,
             dp_flags: DpFlags(f),
             size,
-        },
-    )
+        })
 }
 
 fn state() -> impl Strategy<Value = State> {
@@ -126,31 +145,29 @@ fn protocol(apv: u32) -> impl Strategy<Value = Protocol> {
 
 fn sync_param(apv: u32) -> impl Strategy<Value = SyncParam> {
     let form = SyncParamForm::for_apv(apv);
-    (any::<u32>(), alg(), alg(), any::<[u32; 4]>()).prop_map(move |(rate, v, c, k)| {
-        SyncParam {
-            form,
-            resync_rate: rate,
-            verify_alg: if form == SyncParamForm::V87 {
-                AlgName::none()
-            } else {
-                v
-            },
-            csums_alg: if matches!(form, SyncParamForm::V89 | SyncParamForm::V95) {
-                c
-            } else {
-                AlgName::none()
-            },
-            controller: if form == SyncParamForm::V95 {
-                ResyncController {
-                    c_plan_ahead: k[0],
-                    c_delay_target: k[1],
-                    c_fill_target: k[2],
-                    c_max_rate: k[3],
-                }
-            } else {
-                ResyncController::default()
-            },
-        }
+    (any::<u32>(), alg(), alg(), any::<[u32; 4]>()).prop_map(move |(rate, v, c, k)| SyncParam {
+        form,
+        resync_rate: rate,
+        verify_alg: if form == SyncParamForm::V87 {
+            AlgName::none()
+        } else {
+            v
+        },
+        csums_alg: if matches!(form, SyncParamForm::V89 | SyncParamForm::V95) {
+            c
+        } else {
+            AlgName::none()
+        },
+        controller: if form == SyncParamForm::V95 {
+            ResyncController {
+                c_plan_ahead: k[0],
+                c_delay_target: k[1],
+                c_fill_target: k[2],
+                c_max_rate: k[3],
+            }
+        } else {
+            ResyncController::default()
+        },
     })
 }
 
@@ -207,9 +224,11 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         data(dl).prop_map(Packet::DataReply).boxed(),
         data(dl).prop_map(Packet::RsDataReply).boxed(),
         any::<[u8; 4]>()
-            .prop_map(|b| Packet::Barrier(Barrier {
-                barrier: BarrierNr(b),
-            }))
+            .prop_map(|b| {
+                Packet::Barrier(Barrier {
+                    barrier: BarrierNr(b),
+                })
+            })
             .boxed(),
         prop::collection::vec(any::<u64>(), 0..=words)
             .prop_map(|words| Packet::Bitmap(PlainBitmap { words }))
@@ -220,13 +239,15 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         sync_param(d.apv).prop_map(Packet::SyncParam).boxed(),
         protocol(d.apv).prop_map(Packet::Protocol).boxed(),
         any::<[u64; 6]>()
-            .prop_map(|u| Packet::Uuids(Uuids {
-                current: u[0],
-                bitmap: u[1],
-                history: [u[2], u[3]],
-                dirty_bits: u[4],
-                flags: UuidFlags(u[5]),
-            }))
+            .prop_map(|u| {
+                Packet::Uuids(Uuids {
+                    current: u[0],
+                    bitmap: u[1],
+                    history: [u[2], u[3]],
+                    dirty_bits: u[4],
+                    flags: UuidFlags(u[5]),
+                })
+            })
             .boxed(),
         sizes(d.features.contains(FeatureFlags::WSAME))
             .prop_map(Packet::Sizes)
@@ -236,10 +257,12 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         bytes(128).prop_map(Packet::AuthChallenge).boxed(),
         bytes(64).prop_map(Packet::AuthResponse).boxed(),
         (any::<u32>(), state())
-            .prop_map(|(m, val)| Packet::StateChgReq(ReqState {
-                mask: StateMask(m),
-                val,
-            }))
+            .prop_map(|(m, val)| {
+                Packet::StateChgReq(ReqState {
+                    mask: StateMask(m),
+                    val,
+                })
+            })
             .boxed(),
         Just(Packet::Ping).boxed(),
         Just(Packet::PingAck).boxed(),
@@ -251,10 +274,12 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         block_ack().prop_map(Packet::NegDReply).boxed(),
         block_ack().prop_map(Packet::NegRsDReply).boxed(),
         (any::<[u8; 4]>(), any::<u32>())
-            .prop_map(|(b, set_size)| Packet::BarrierAck(BarrierAck {
-                barrier: BarrierNr(b),
-                set_size,
-            }))
+            .prop_map(|(b, set_size)| {
+                Packet::BarrierAck(BarrierAck {
+                    barrier: BarrierNr(b),
+                    set_size,
+                })
+            })
             .boxed(),
         any::<i32>()
             .prop_map(|v| Packet::StateChgReply(StateChgReply(v)))
@@ -269,7 +294,11 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
             .boxed(),
         block_ack().prop_map(Packet::RsIsInSync).boxed(),
         sync_param(d.apv).prop_map(Packet::SyncParam89).boxed(),
-        (any::<bool>(), 0u8..8, prop::collection::vec(any::<u8>(), 1..=cbm_max))
+        (
+            any::<bool>(),
+            0u8..8,
+            prop::collection::vec(any::<u8>(), 1..=cbm_max),
+        )
             .prop_map(|(first_run_set, pad_bits, code)| {
                 Packet::CompressedBitmap(CompressedBitmap {
                     first_run_set,
@@ -284,10 +313,12 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         block_desc().prop_map(Packet::OutOfSync).boxed(),
         block_ack().prop_map(Packet::RsCancel).boxed(),
         (any::<u32>(), state())
-            .prop_map(|(m, val)| Packet::ConnStChgReq(ReqState {
-                mask: StateMask(m),
-                val,
-            }))
+            .prop_map(|(m, val)| {
+                Packet::ConnStChgReq(ReqState {
+                    mask: StateMask(m),
+                    val,
+                })
+            })
             .boxed(),
         any::<i32>()
             .prop_map(|v| Packet::ConnStChgReply(StateChgReply(v)))
@@ -298,15 +329,17 @@ fn packet(d: Dialect) -> BoxedStrategy<Packet> {
         block_req().prop_map(Packet::RsThinReq).boxed(),
         block_desc().prop_map(Packet::RsDeallocated).boxed(),
         (trim(), prop::collection::vec(any::<u8>(), dl), bytes(4096))
-            .prop_map(|(t, digest, data)| Packet::Wsame(Wsame {
-                sector: t.sector,
-                block_id: t.block_id,
-                seq_num: t.seq_num,
-                dp_flags: t.dp_flags,
-                size: t.size,
-                digest: Bytes::from(digest),
-                data,
-            }))
+            .prop_map(|(t, digest, data)| {
+                Packet::Wsame(Wsame {
+                    sector: t.sector,
+                    block_id: t.block_id,
+                    seq_num: t.seq_num,
+                    dp_flags: t.dp_flags,
+                    size: t.size,
+                    digest: Bytes::from(digest),
+                    data,
+                })
+            })
             .boxed(),
         trim().prop_map(Packet::Zeroes).boxed(),
         unknown().boxed(),
@@ -319,7 +352,12 @@ fn handshake_packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
         Just(Packet::InitialMeta),
         Just(Packet::InitialData),
-        (any::<u32>(), any::<u32>(), any::<u32>(), prop::collection::vec(any::<u8>(), 60))
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 60)
+        )
             .prop_map(|(a, f, b, extra)| {
                 let mut e = [0u8; 60];
                 e.copy_from_slice(&extra);

@@ -11,7 +11,9 @@
 use libfuzzer_sys::fuzz_target;
 use udrbd_wire::{Decoded, Dialect, FeatureFlags, Packet, StreamDecoder};
 
-const APVS: [u32; 16] = [80, 86, 87, 88, 89, 90, 91, 94, 95, 96, 97, 99, 100, 100, 101, 101];
+const APVS: [u32; 16] = [
+    80, 86, 87, 88, 89, 90, 91, 94, 95, 96, 97, 99, 100, 100, 101, 101,
+];
 const DIGESTS: [usize; 5] = [0, 4, 16, 20, 64];
 
 /// Packets whose decoding drops bytes the kernel ignores, so exact re-encoding can differ.

@@ -53,8 +53,14 @@ pub fn read_pcap(file: &[u8]) -> Vec<Segment> {
         let tcp = &ip[ihl..total];
         let doff = usize::from(tcp[12] >> 4) * 4;
         out.push(Segment {
-            src: (ip[12..16].try_into().unwrap(), u16::from_be_bytes([tcp[0], tcp[1]])),
-            dst: (ip[16..20].try_into().unwrap(), u16::from_be_bytes([tcp[2], tcp[3]])),
+            src: (
+                ip[12..16].try_into().unwrap(),
+                u16::from_be_bytes([tcp[0], tcp[1]]),
+            ),
+            dst: (
+                ip[16..20].try_into().unwrap(),
+                u16::from_be_bytes([tcp[2], tcp[3]]),
+            ),
             seq: u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
             flags: tcp[13],
             payload: tcp[doff..].to_vec(),
@@ -103,9 +109,7 @@ pub fn tcp_streams(segs: &[Segment]) -> BTreeMap<FlowKey, Vec<u8>> {
 pub fn write_pcap(sport: u16, dport: u16, chunks: &[Vec<u8>]) -> Vec<u8> {
     let mut f = Vec::new();
     // Global header: magic, v2.4, tz 0, sigfigs 0, snaplen, LINKTYPE_ETHERNET.
-    for v in [0xa1b2_c3d4u32] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes());
     f.extend_from_slice(&4u16.to_le_bytes());
     f.extend_from_slice(&0u32.to_le_bytes());
@@ -115,76 +119,77 @@ pub fn write_pcap(sport: u16, dport: u16, chunks: &[Vec<u8>]) -> Vec<u8> {
 
     let (cseq0, sseq0) = (1000u32, 5000u32);
     let mut t = 0u32;
-    let mut rec = |f: &mut Vec<u8>, from_client: bool, seq: u32, ack: u32, flags: u8, data: &[u8]| {
-        let (sp, dp) = if from_client {
-            (sport, dport)
-        } else {
-            (dport, sport)
-        };
-        let mut tcp = Vec::with_capacity(20 + data.len());
-        tcp.extend_from_slice(&sp.to_be_bytes());
-        tcp.extend_from_slice(&dp.to_be_bytes());
-        tcp.extend_from_slice(&seq.to_be_bytes());
-        tcp.extend_from_slice(&ack.to_be_bytes());
-        tcp.push(5 << 4);
-        tcp.push(flags);
-        tcp.extend_from_slice(&65535u16.to_be_bytes());
-        tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum (unchecked by tshark by default), urg
-        tcp.extend_from_slice(data);
-        let src = [127, 0, 0, 1];
-        let dst = [127, 0, 0, 1];
-        // TCP checksum over the pseudo header, so no tool flags the segment.
-        let mut sum: u32 = 0;
-        let mut add = |b: &[u8]| {
-            for c in b.chunks(2) {
-                let w = if c.len() == 2 {
-                    u16::from_be_bytes([c[0], c[1]])
-                } else {
-                    u16::from_be_bytes([c[0], 0])
-                };
-                sum += u32::from(w);
+    let mut rec =
+        |f: &mut Vec<u8>, from_client: bool, seq: u32, ack: u32, flags: u8, data: &[u8]| {
+            let (sp, dp) = if from_client {
+                (sport, dport)
+            } else {
+                (dport, sport)
+            };
+            let mut tcp = Vec::with_capacity(20 + data.len());
+            tcp.extend_from_slice(&sp.to_be_bytes());
+            tcp.extend_from_slice(&dp.to_be_bytes());
+            tcp.extend_from_slice(&seq.to_be_bytes());
+            tcp.extend_from_slice(&ack.to_be_bytes());
+            tcp.push(5 << 4);
+            tcp.push(flags);
+            tcp.extend_from_slice(&65535u16.to_be_bytes());
+            tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum (unchecked by tshark by default), urg
+            tcp.extend_from_slice(data);
+            let src = [127, 0, 0, 1];
+            let dst = [127, 0, 0, 1];
+            // TCP checksum over the pseudo header, so no tool flags the segment.
+            let mut sum: u32 = 0;
+            let mut add = |b: &[u8]| {
+                for c in b.chunks(2) {
+                    let w = if c.len() == 2 {
+                        u16::from_be_bytes([c[0], c[1]])
+                    } else {
+                        u16::from_be_bytes([c[0], 0])
+                    };
+                    sum += u32::from(w);
+                }
+            };
+            add(&src);
+            add(&dst);
+            add(&[0, 6]);
+            add(&(tcp.len() as u16).to_be_bytes());
+            add(&tcp);
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
             }
+            let ck = !(sum as u16);
+            tcp[16..18].copy_from_slice(&ck.to_be_bytes());
+
+            let mut ip = Vec::with_capacity(20);
+            ip.push(0x45);
+            ip.push(0);
+            ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+            ip.extend_from_slice(&src);
+            ip.extend_from_slice(&dst);
+            let mut s: u32 = 0;
+            for c in ip.chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            let ipck = !(s as u16);
+            ip[10..12].copy_from_slice(&ipck.to_be_bytes());
+
+            let mut frame = vec![0u8; 12];
+            frame.extend_from_slice(&[0x08, 0x00]);
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&tcp);
+
+            t += 1;
+            f.extend_from_slice(&(t / 1000).to_le_bytes());
+            f.extend_from_slice(&((t % 1000) * 1000).to_le_bytes());
+            f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            f.extend_from_slice(&frame);
         };
-        add(&src);
-        add(&dst);
-        add(&[0, 6]);
-        add(&(tcp.len() as u16).to_be_bytes());
-        add(&tcp);
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        let ck = !(sum as u16);
-        tcp[16..18].copy_from_slice(&ck.to_be_bytes());
-
-        let mut ip = Vec::with_capacity(20);
-        ip.push(0x45);
-        ip.push(0);
-        ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-        ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        let mut s: u32 = 0;
-        for c in ip.chunks(2) {
-            s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        let ipck = !(s as u16);
-        ip[10..12].copy_from_slice(&ipck.to_be_bytes());
-
-        let mut frame = vec![0u8; 12];
-        frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&tcp);
-
-        t += 1;
-        f.extend_from_slice(&(t / 1000).to_le_bytes());
-        f.extend_from_slice(&((t % 1000) * 1000).to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&frame);
-    };
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const PSH: u8 = 0x08;
@@ -256,7 +261,10 @@ pub fn samples() -> Vec<(Dialect, Frame)> {
     let mut out = vec![
         (d80, Frame::new(v, Packet::InitialData)),
         (d80, Frame::new(v, Packet::InitialMeta)),
-        (d80, Frame::new(v, Packet::ConnectionFeatures(Features::UDRBD))),
+        (
+            d80,
+            Frame::new(v, Packet::ConnectionFeatures(Features::UDRBD)),
+        ),
     ];
     let packets = vec![
         Packet::AuthChallenge(Bytes::from(vec![0x5a; 64])),
