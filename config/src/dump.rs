@@ -207,7 +207,12 @@ pub(crate) fn resource(r: &ResourceText, node: &str, ignored: bool) -> String {
 }
 
 /// The part of `drbdadm dump all` before the resources: file name, `global`, `common`.
-pub(crate) fn header(file: &str, g: &GlobalText, common: Option<&ResourceText>) -> String {
+pub(crate) fn header(
+    file: &str,
+    g: &GlobalText,
+    common: Option<&ResourceText>,
+    verbose: bool,
+) -> String {
     let mut o = Out {
         text: format!("# {file}\n"),
         indent: 0,
@@ -219,7 +224,8 @@ pub(crate) fn header(file: &str, g: &GlobalText, common: Option<&ResourceText>) 
     let long = g.cmd_timeout_long.unwrap_or(0);
     let refresh = g.dialog_refresh.unwrap_or(1);
     let minor_count = g.minor_count.unwrap_or(0);
-    if minor_count != 0
+    if verbose
+        || minor_count != 0
         || g.disable_ip_verification
         || refresh != 1
         || g.usage_count != UsageCount::Ask

@@ -161,6 +161,29 @@ pub(crate) struct Selection {
     pub peer: Option<usize>,
 }
 
+/// Variants of [`Config::dump_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpOptions {
+    /// Print what every other command sees: `common` merged into each resource, device
+    /// names filled in (drbdadm `-d` or `-v`).
+    pub expand_common: bool,
+    /// Print `global { }` even when nothing in it differs from the defaults (drbdadm `-v`).
+    pub verbose: bool,
+    /// For `dump all`, refuse when this host does not own the addresses of its sections
+    /// (drbdadm does, unless `-d` or `disable-ip-verification`).
+    pub verify_ips: bool,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            expand_common: false,
+            verbose: false,
+            verify_ips: true,
+        }
+    }
+}
+
 /// The resources after drbdadm's post-parse checks for one host.
 pub(crate) struct Checked {
     resources: Vec<ResourceText>,
@@ -291,15 +314,26 @@ impl Config {
     /// What `drbdadm dump RES` prints (`RES` = `None` or `"all"`: `drbdadm dump all`) for
     /// host `node`.
     pub fn dump(&self, resource: Option<&str>, node: &str) -> Result<String, Error> {
+        self.dump_with(resource, node, DumpOptions::default())
+    }
+
+    /// [`Config::dump`] with drbdadm's `-d` / `-v` variants (`common` merged into each
+    /// resource; `global` always shown).
+    pub fn dump_with(
+        &self,
+        resource: Option<&str>,
+        node: &str,
+        opts: DumpOptions,
+    ) -> Result<String, Error> {
         let Checked {
             resources: checked,
             selections: sels,
             ..
-        } = self.checked(node, false)?;
+        } = self.checked(node, opts.expand_common)?;
         match resource {
             None | Some("all") => {
                 // drbdadm verifies, for `all`, that this host owns each of its addresses.
-                if !self.global.disable_ip_verification {
+                if opts.verify_ips && !self.global.disable_ip_verification {
                     let addrs = local_addresses();
                     for (r, sel) in checked.iter().zip(&sels) {
                         let Some(me) = sel.me else { continue };
@@ -323,6 +357,7 @@ impl Config {
                     &self.path.to_string_lossy(),
                     &self.global,
                     self.common.as_ref(),
+                    opts.verbose,
                 );
                 for (r, sel) in checked.iter().zip(&sels) {
                     s.push_str(&dump::resource(r, node, sel.me.is_none()));
@@ -466,6 +501,13 @@ fn expand_common(r: &mut ResourceText, common: Option<&ResourceText>) {
         r.stacked_timeouts |= c.stacked_timeouts;
         if r.become_primary_on.is_empty() {
             r.become_primary_on.clone_from(&c.become_primary_on);
+        }
+    }
+    for h in &mut r.hosts {
+        for v in &mut h.volumes {
+            if v.device.is_none() {
+                v.device = Some(format!("/dev/drbd{}", v.minor.unwrap_or(-1) as u32));
+            }
         }
     }
     let res_disk = r.disk.clone();

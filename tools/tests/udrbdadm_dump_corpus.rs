@@ -2,7 +2,8 @@
 //! config/tests/corpus/. Each file's first line says which host to pretend to be and what to
 //! dump: `# node=NAME res=RES|all`. Files named `ok*` must be accepted by drbdadm-84 and
 //! `bad*` rejected; for every file both tools must print the same text (comment lines aside)
-//! and exit with the same code, and every rejection of ours must name file:line:column.
+//! and exit with the same code, with and without `-d` (which merges `common`), and every
+//! rejection of ours must name file:line:column.
 //!
 //! drbdadm-84 is installed by scripts/setup.sh; without it the test fails under CI=true and is
 //! skipped (loudly) elsewhere.
@@ -26,8 +27,9 @@ struct Run {
     stderr: String,
 }
 
-fn run(program: &Path, file: &Path, node: &str, res: &str) -> Run {
+fn run(program: &Path, flags: &[&str], file: &Path, node: &str, res: &str) -> Run {
     let out = Command::new(program)
+        .args(flags)
         .arg("-c")
         .arg(file)
         .arg("dump")
@@ -108,8 +110,7 @@ fn dump_matches_drbdadm_84_on_corpus() {
             failures.push(format!("{name}: first line must be '# node=NAME res=RES'"));
             continue;
         };
-        let theirs = run(&drbdadm, file, &node, &res);
-        let mine = run(&ours, file, &node, &res);
+        let theirs = run(&drbdadm, &[], file, &node, &res);
         let expect_ok = name.starts_with("ok");
         if expect_ok != (theirs.code == 0) {
             failures.push(format!(
@@ -124,24 +125,30 @@ fn dump_matches_drbdadm_84_on_corpus() {
         } else {
             rejected += 1;
         }
-        if mine.code != theirs.code {
-            failures.push(format!(
-                "{name}: exit code {} (drbdadm-84: {})\nours: {}\ntheirs: {}",
-                mine.code, theirs.code, mine.stderr, theirs.stderr
-            ));
-        }
-        if without_comments(&mine.stdout) != without_comments(&theirs.stdout) {
-            failures.push(format!(
-                "{name}: dump differs\n--- udrbdadm\n{}\n--- drbdadm-84\n{}",
-                mine.stdout, theirs.stdout
-            ));
-        }
-        // Rejections of the text itself (not "no such resource here") must say where.
-        if theirs.code >= 10 && !has_location(&mine.stderr) {
-            failures.push(format!(
-                "{name}: error names no file:line:column: {}",
-                mine.stderr
-            ));
+        // Plain `dump`, and `-d dump` (common merged into each resource, device names filled in).
+        for flags in [&[][..], &["-d"][..]] {
+            let theirs = run(&drbdadm, flags, file, &node, &res);
+            let mine = run(&ours, flags, file, &node, &res);
+            let name = format!("{name} {flags:?}");
+            if mine.code != theirs.code {
+                failures.push(format!(
+                    "{name}: exit code {} (drbdadm-84: {})\nours: {}\ntheirs: {}",
+                    mine.code, theirs.code, mine.stderr, theirs.stderr
+                ));
+            }
+            if without_comments(&mine.stdout) != without_comments(&theirs.stdout) {
+                failures.push(format!(
+                    "{name}: dump differs\n--- udrbdadm\n{}\n--- drbdadm-84\n{}",
+                    mine.stdout, theirs.stdout
+                ));
+            }
+            // Rejections of the text itself (not "no such resource here") must say where.
+            if theirs.code >= 10 && !has_location(&mine.stderr) {
+                failures.push(format!(
+                    "{name}: error names no file:line:column: {}",
+                    mine.stderr
+                ));
+            }
         }
     }
     eprintln!(

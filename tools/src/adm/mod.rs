@@ -353,12 +353,17 @@ impl Context {
 /// `udrbdadm dump`: what `drbdadm dump` prints.
 pub fn dump(args: &Args, node: &str) -> Result<String, AdmError> {
     let config = udrbd_config::load(&args.config_path)?;
+    let opts = udrbd_config::DumpOptions {
+        expand_common: args.dry_run || args.verbose,
+        verbose: args.verbose,
+        verify_ips: !args.dry_run,
+    };
     if args.resources.is_empty() || args.resources.iter().any(|r| r == "all") {
-        return Ok(config.dump(None, node)?);
+        return Ok(config.dump_with(None, node, opts)?);
     }
     let mut out = String::new();
     for r in &args.resources {
-        out.push_str(&config.dump(Some(r), node)?);
+        out.push_str(&config.dump_with(Some(r), node, opts)?);
     }
     Ok(out)
 }
