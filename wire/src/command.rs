@@ -87,7 +87,8 @@ commands! {
 }
 
 impl Command {
-    /// Which socket the kernel sends this command on (spec §4 "Sock").
+    /// Which socket the kernel sends this command on (spec §4 "Sock"); `None` for
+    /// P_DELAY_PROBE (either socket) and for codes 8.4 does not define.
     pub fn socket(self) -> Option<SocketKind> {
         use SocketKind::{Data, Meta};
         Some(match self {

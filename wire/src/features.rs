@@ -12,9 +12,12 @@ use std::fmt;
 
 use bytes::BufMut;
 
+use crate::command::Command;
 use crate::error::{expect_len, DecodeError};
 use crate::header::Header;
+use crate::packet::Packet;
 use crate::reader::Reader;
+use crate::Dialect;
 
 /// Payload size (drbd_protocol.h: struct p_connection_features).
 pub const FEATURES_LEN: usize = 72;
@@ -141,17 +144,32 @@ pub struct Agreed {
     pub features: FeatureFlags,
 }
 
-/// Why no common dialect exists (drbd_receiver.c: drbd_do_features, "incompatible DRBD
-/// dialects"). The kernel gives up for good after this.
+/// Why the kernel would give up on the connection for good during feature negotiation
+/// (drbd_receiver.c: drbd_do_features returns -1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "incompatible DRBD dialects: I support {my_min}-{my_max}, peer supports {peer_min}-{peer_max}"
-)]
-pub struct Refusal {
-    pub my_min: u32,
-    pub my_max: u32,
-    pub peer_min: u32,
-    pub peer_max: u32,
+pub enum Refusal {
+    /// The first packet on the data socket was something else.
+    #[error("expected ConnectionFeatures packet, received: {0}")]
+    NotFeatures(Command),
+    /// The version ranges do not overlap.
+    #[error("incompatible DRBD dialects: I support {my_min}-{my_max}, peer supports {peer_min}-{peer_max}")]
+    Incompatible {
+        my_min: u32,
+        my_max: u32,
+        peer_min: u32,
+        peer_max: u32,
+    },
+}
+
+impl Agreed {
+    /// The dialect to decode and encode with from now on (no integrity digest yet).
+    pub fn dialect(&self) -> Dialect {
+        Dialect {
+            apv: self.apv,
+            features: self.features,
+            digest_len: 0,
+        }
+    }
 }
 
 /// Agrees on a protocol version and features as the kernel does: refuse if the ranges do not
@@ -161,23 +179,29 @@ pub struct Refusal {
 pub fn negotiate(mine: &Features, peer: &Features) -> Result<Agreed, Refusal> {
     let my_max = mine.effective_max();
     let peer_max = peer.effective_max();
-    let refusal = Refusal {
-        my_min: mine.protocol_min,
-        my_max,
-        peer_min: peer.protocol_min,
-        peer_max,
-    };
     if my_max < peer.protocol_min || mine.protocol_min > peer_max {
-        return Err(refusal);
+        return Err(Refusal::Incompatible {
+            my_min: mine.protocol_min,
+            my_max,
+            peer_min: peer.protocol_min,
+            peer_max,
+        });
     }
     let apv = my_max.min(peer_max);
-    // Our own range may have a hole (DRBD 9 refuses 102..117); an agreed version below our
-    // minimum cannot happen given the checks above.
     debug_assert!(apv >= mine.protocol_min && apv >= peer.protocol_min);
     Ok(Agreed {
         apv,
         features: mine.feature_flags.intersect(peer.feature_flags),
     })
+}
+
+/// Negotiates from the first packet received on the data socket, which must be
+/// P_CONNECTION_FEATURES (a wrong length already failed to decode).
+pub fn handle_first_packet(mine: &Features, first: &Packet) -> Result<Agreed, Refusal> {
+    match first {
+        Packet::ConnectionFeatures(peer) => negotiate(mine, peer),
+        other => Err(Refusal::NotFeatures(other.command())),
+    }
 }
 
 #[cfg(test)]
@@ -212,11 +236,36 @@ mod tests {
     #[test]
     fn refuses_disjoint_ranges() {
         let e = negotiate(&f(86, 101, 0xf), &f(110, 124, 0)).unwrap_err();
-        assert_eq!(e.peer_min, 110);
+        assert!(matches!(e, Refusal::Incompatible { peer_min: 110, .. }));
         assert_eq!(
             e.to_string(),
             "incompatible DRBD dialects: I support 86-101, peer supports 110-124"
         );
         assert!(negotiate(&f(100, 101, 0), &f(86, 96, 0)).is_err());
+    }
+
+    #[test]
+    fn refuses_other_first_packet() {
+        assert_eq!(
+            handle_first_packet(
+                &Features::UDRBD,
+                &Packet::Protocol(crate::Protocol {
+                    protocol: 3,
+                    after_sb_0p: Default::default(),
+                    after_sb_1p: Default::default(),
+                    after_sb_2p: Default::default(),
+                    conn_flags: Default::default(),
+                    two_primaries: 0,
+                    integrity_alg: None,
+                })
+            ),
+            Err(Refusal::NotFeatures(Command::PROTOCOL))
+        );
+        let a = handle_first_packet(
+            &Features::UDRBD,
+            &Packet::ConnectionFeatures(f(86, 101, 0xf)),
+        )
+        .unwrap();
+        assert_eq!(a.dialect(), Dialect::KERNEL_101);
     }
 }
