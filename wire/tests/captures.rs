@@ -180,7 +180,7 @@ fn flows(pcap: &[u8]) -> Flows {
         .collect()
 }
 
-fn find<'a>(frames: &'a [Frame], cmd: Command) -> impl Iterator<Item = &'a Packet> {
+fn find(frames: &[Frame], cmd: Command) -> impl Iterator<Item = &Packet> {
     frames
         .iter()
         .map(|f| &f.packet)
