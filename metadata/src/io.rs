@@ -64,10 +64,16 @@ const DIRECT_ALIGN: u64 = BLOCK_BYTES;
 impl FileIo {
     /// Opens `path` read-write (or read-only), trying `O_DIRECT` first.
     pub fn open(path: &Path, writable: bool) -> io::Result<FileIo> {
-        match Self::open_with(path, writable, true) {
+        Self::open_flags(path, writable, 0)
+    }
+
+    /// Like [`FileIo::open`] with extra `open(2)` flags, e.g. `O_EXCL` to fail with `EBUSY`
+    /// on a block device that is in use.
+    pub fn open_flags(path: &Path, writable: bool, flags: i32) -> io::Result<FileIo> {
+        match Self::open_with(path, writable, true, flags) {
             Ok(f) => Ok(f),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                Self::open_with(path, writable, false)
+                Self::open_with(path, writable, false, flags)
             }
             Err(e) => Err(e),
         }
@@ -75,15 +81,13 @@ impl FileIo {
 
     /// Opens without `O_DIRECT` (page cache; `flush` is `fdatasync`).
     pub fn open_buffered(path: &Path, writable: bool) -> io::Result<FileIo> {
-        Self::open_with(path, writable, false)
+        Self::open_with(path, writable, false, 0)
     }
 
-    fn open_with(path: &Path, writable: bool, direct: bool) -> io::Result<FileIo> {
+    fn open_with(path: &Path, writable: bool, direct: bool, flags: i32) -> io::Result<FileIo> {
         let mut o = OpenOptions::new();
         o.read(true).write(writable);
-        if direct {
-            o.custom_flags(libc::O_DIRECT);
-        }
+        o.custom_flags(flags | if direct { libc::O_DIRECT } else { 0 });
         let file = o.open(path)?;
         let is_block_device = file.metadata()?.file_type().is_block_device();
         let buffered = if direct {
@@ -114,7 +118,7 @@ impl FileIo {
     }
 
     fn fall_back_to_buffered(&mut self) -> io::Result<()> {
-        let f = Self::open_with(&self.path, self.writable, false)?;
+        let f = Self::open_with(&self.path, self.writable, false, 0)?;
         self.file = f.file;
         self.buffered = None;
         self.direct = false;

@@ -69,7 +69,24 @@ pub fn write_all(io: &mut impl BlockIo, writes: &[MetaWrite]) -> Result<(), Erro
 
 /// Reads and validates the superblock for placement `index` on `io`.
 pub fn open(io: &impl BlockIo, index: MetaIndex) -> Result<OnDisk, Error> {
-    let size = device_len(io)?;
+    open_sized(io, index, device_len(io)?)
+}
+
+/// Opens internal meta-data where it would be on a backing device of `device_bytes` bytes:
+/// the "last known" position after an offline resize (drbdmeta `v08_check_for_resize`).
+pub fn open_at_size(io: &impl BlockIo, device_bytes: u64) -> Result<OnDisk, Error> {
+    let real = device_len(io)?;
+    if device_bytes > real {
+        return Err(Error::DeviceTooSmall {
+            what: "last known backing device size",
+            need_bytes: device_bytes,
+            have_bytes: real,
+        });
+    }
+    open_sized(io, MetaIndex::Internal, device_bytes)
+}
+
+fn open_sized(io: &impl BlockIo, index: MetaIndex, size: u64) -> Result<OnDisk, Error> {
     let offset = superblock_offset(index, size)?;
     let buf = read(io, offset, SUPERBLOCK_BYTES)?;
     let mut superblock = Superblock::decode(&buf, offset)?;
@@ -122,7 +139,11 @@ pub fn create(
         layout.al_offset(),
         &activity_log::initialized_area(layout.al),
     )?;
-    zero(io, layout.bm_offset(), layout.bm_bytes_for_device())?;
+    zero(
+        io,
+        layout.bm_offset(),
+        layout.bm_bytes_for_device().min(layout.bm_area_bytes()),
+    )?;
     flush(io)?;
     write_superblock(io, &od)?;
     Ok(od)
@@ -355,6 +376,52 @@ pub fn ppsize(kib: u64) -> String {
         base += 1;
     }
     format!("{} {}B", size as u32, UNITS[base])
+}
+
+/// Moves internal meta-data written for a backing device of `old_size` bytes to where it
+/// belongs on the (grown) device (drbdmeta `v08_move_internal_md_after_resize`): AL, then
+/// bitmap (copied from its end, as the areas may overlap), then the new superblock, then the
+/// old superblock is wiped if it now lies in the data area. Unlike drbdmeta, which aligns the
+/// old bitmap with the end of the new one, the bitmap keeps bit i at bit i.
+pub fn move_internal(io: &mut impl BlockIo, old_size: u64) -> Result<OnDisk, Error> {
+    let old = open_at_size(io, old_size)?;
+    let new_size = device_len(io)?;
+    let layout = Layout::new(MetaIndex::Internal, new_size, old.layout.al)?;
+    if layout.md_offset <= old.layout.md_offset {
+        return Err(Error::InvalidArgument {
+            field: "backing device size",
+            value: format!("{new_size} bytes (was {old_size})"),
+            reason: "moving internal meta-data is only possible after the device grew",
+        });
+    }
+    let al = read_al(io, &old.layout)?;
+    write(io, layout.al_offset(), &al)?;
+    let old_bm = old.layout.bm_offset();
+    let len = old.layout.bm_area_bytes().min(layout.bm_area_bytes());
+    const CHUNK: u64 = 1 << 20;
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let buf = read(io, old_bm + start, (end - start) as usize)?;
+        write(io, layout.bm_offset() + start, &buf)?;
+        end = start;
+    }
+    flush(io)?;
+    let mut sb = old.superblock;
+    sb.md_size_sect = layout.md_size_sect;
+    sb.al_offset = layout.al_offset_sect;
+    sb.bm_offset = layout.bm_offset_sect;
+    let od = OnDisk {
+        superblock: sb,
+        layout,
+        la_size_clipped_from: None,
+    };
+    write_superblock(io, &od)?;
+    if old.layout.md_offset < layout.bm_offset() {
+        write(io, old.layout.md_offset, &[0u8; SUPERBLOCK_BYTES])?;
+        flush(io)?;
+    }
+    Ok(od)
 }
 
 /// What [`restore`] did.
