@@ -60,6 +60,8 @@ struct Node {
     incarnation: u64,
     meta_pending: HashMap<IoId, MetaPending>,
     preflush_waiting: HashMap<IoId, DiskOp>,
+    /// Latest submitted bytes of each meta-data sector (for read-modify-write).
+    meta_shadow: HashMap<u64, Vec<u8>>,
     restart_at_ns: Option<u64>,
     disk_errors: bool,
     /// Written by the upper layer as Primary since the last restart (for the crash checks).
@@ -73,9 +75,18 @@ struct Node {
 }
 
 enum ReqKind {
-    Write { id: u64, blocks: Vec<u64> },
-    Read { blocks: Vec<u64> },
-    Flush { gen: u64 },
+    /// `replicating`: the Primary's connection state at submission replicates writes.
+    Write {
+        id: u64,
+        blocks: Vec<u64>,
+        replicating: bool,
+    },
+    Read {
+        blocks: Vec<u64>,
+    },
+    Flush {
+        gen: u64,
+    },
 }
 
 struct Req {
@@ -94,6 +105,8 @@ pub struct Stats {
     pub resyncs_seen: u64,
     pub steady_checks: u64,
     pub split_brains_resolved: u64,
+    /// Meta-data writes the engine asked for that were not whole sectors.
+    pub unaligned_meta_writes: u64,
     pub sim_time_ns: u64,
 }
 
@@ -115,6 +128,11 @@ pub struct Cluster {
     was_steady: bool,
     heal_prng: Prng,
     next_heal_ns: u64,
+    /// Per node: was Primary at some point while not connected, since the pair was last in sync.
+    primary_apart: [bool; NODES],
+    /// Each node's current UUID when the pair was last in sync (or at creation).
+    synced_uuid: [Option<u64>; NODES],
+    split_brain_seen: bool,
     heal_connects: [u32; NODES],
     pub stats: Stats,
     /// Recent history, printed with a failure.
@@ -154,6 +172,7 @@ impl Cluster {
                 incarnation: 0,
                 meta_pending: HashMap::new(),
                 preflush_waiting: HashMap::new(),
+                meta_shadow: HashMap::new(),
                 restart_at_ns: None,
                 disk_errors: false,
                 wrote_as_primary: false,
@@ -181,6 +200,9 @@ impl Cluster {
             was_steady: false,
             heal_prng: prng.fork(),
             next_heal_ns: 0,
+            primary_apart: [false; NODES],
+            synced_uuid: [None; NODES],
+            split_brain_seen: false,
             heal_connects: [0; NODES],
             stats: Stats::default(),
             trace: Vec::new(),
@@ -219,7 +241,6 @@ impl Cluster {
                     ),
                 ));
             }
-            self.heal_tick()?;
             if !self.step()? {
                 return Err(self.fail(
                     FailureClass::Liveness,
@@ -265,7 +286,9 @@ impl Cluster {
             consider(timer, 3, n);
         }
         consider(self.net.next_event_ns(), 2, 0);
-        if !self.liveness {
+        if self.liveness {
+            consider(Some(self.next_heal_ns), 4, 0);
+        } else {
             consider(Some(self.next_action_ns), 4, 0);
         }
         let Some((t, kind, n)) = next else {
@@ -288,6 +311,7 @@ impl Cluster {
                 self.with_engine(n, |e| e.handle_timeout(local))?;
                 self.drain(n)?;
             }
+            _ if self.liveness => self.heal_tick()?,
             _ => {
                 self.next_action_ns = self.now_ns + self.workload.gap_ns(&self.options);
                 self.stats.actions += 1;
@@ -547,11 +571,7 @@ impl Cluster {
                 let range = self.placement.meta_range();
                 for w in &writes {
                     let end = w.offset_bytes + w.data.len() as u64;
-                    if w.offset_bytes < range.start
-                        || end > range.end
-                        || w.offset_bytes % 512 != 0
-                        || w.data.len() % 512 != 0
-                    {
+                    if w.offset_bytes < range.start || end > range.end {
                         return Err(self.fail(FailureClass::Crash, "meta-io", format!(
                             "node {n}: meta-data write at {:#x}+{} outside the meta-data area {range:x?} or unaligned",
                             w.offset_bytes, w.data.len()
@@ -577,9 +597,12 @@ impl Cluster {
                     },
                 );
                 for w in writes {
+                    // A sub-sector write is done the way a daemon on O_DIRECT must: read, modify,
+                    // write whole sectors (the read sees what is visible now).
+                    let (offset, data) = self.sector_aligned(n, w.offset_bytes, &w.data);
                     let op = DiskOp::Write {
-                        offset: w.offset_bytes,
-                        data: w.data.to_vec(),
+                        offset,
+                        data,
                         fua: false,
                     };
                     self.nodes[n].disk.submit(self.now_ns, Tag::Meta(io), op);
@@ -596,11 +619,25 @@ impl Cluster {
                     self.stats.resyncs_seen += 1;
                 }
                 self.note(format!("node {n}: {}", change.log_line()));
-                if change.new.role == Role::Primary && change.old.role != Role::Primary {
-                    self.check_primary_data(n, "promote")?;
+                let connected = change.new.conn.is_established();
+                if connected && change.new.role == Role::Primary && change.old.role != Role::Primary
+                {
+                    self.check_primary_data(n, "promote-from-older")?;
+                }
+                if connected
+                    && change.new.disk == DiskState::UpToDate
+                    && change.old.disk != DiskState::UpToDate
+                {
+                    self.check_node_data(n, "uptodate-from-older")?;
                 }
             }
             Output::Log { message, .. } => {
+                if message.contains("Split-Brain detected") {
+                    // Whatever the after-sb policy decides, one side's writes may be discarded:
+                    // that is the configured outcome, not a lost write.
+                    self.split_brain_seen = true;
+                    self.model.diverged = true;
+                }
                 let node = &mut self.nodes[n];
                 if node.logs.len() > 200 {
                     node.logs.remove(0);
@@ -610,6 +647,36 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    fn sector_aligned(&mut self, n: usize, offset: u64, data: &[u8]) -> (u64, Vec<u8>) {
+        let start = offset / 512 * 512;
+        let end = (offset + data.len() as u64).div_ceil(512) * 512;
+        if start == offset && end == offset + data.len() as u64 {
+            for (i, chunk) in data.chunks(512).enumerate() {
+                self.nodes[n]
+                    .meta_shadow
+                    .insert(start / 512 + i as u64, chunk.to_vec());
+            }
+            return (offset, data.to_vec());
+        }
+        self.stats.unaligned_meta_writes += 1;
+        // Base on what was last submitted for each sector, not what has landed, so two
+        // overlapping sub-sector writes in flight do not undo each other.
+        let mut buf = self.nodes[n].disk.read_visible(start, end - start);
+        for (i, chunk) in buf.chunks_mut(512).enumerate() {
+            if let Some(s) = self.nodes[n].meta_shadow.get(&(start / 512 + i as u64)) {
+                chunk.copy_from_slice(s);
+            }
+        }
+        let at = (offset - start) as usize;
+        buf[at..at + data.len()].copy_from_slice(data);
+        for (i, chunk) in buf.chunks(512).enumerate() {
+            self.nodes[n]
+                .meta_shadow
+                .insert(start / 512 + i as u64, chunk.to_vec());
+        }
+        (start, buf)
     }
 
     fn check_data_io(
@@ -626,6 +693,23 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Connection states in which a Primary sends its writes to the peer (spec §7.3: not in
+/// WFBitMapS or Ahead, where only P_OUT_OF_SYNC goes out).
+fn replicates(c: ConnState) -> bool {
+    matches!(
+        c,
+        ConnState::Connected
+            | ConnState::SyncSource
+            | ConnState::SyncTarget
+            | ConnState::PausedSyncS
+            | ConnState::PausedSyncT
+            | ConnState::WFBitMapT
+            | ConnState::WFSyncUUID
+            | ConnState::VerifyS
+            | ConnState::VerifyT
+    )
 }
 
 pub(crate) fn fail(
@@ -694,6 +778,12 @@ impl Cluster {
             self.check_crash_recovery(n, flags_before, &attached)?;
         }
         let sb = &attached.superblock;
+        // A Primary period whose new UUID never became durable left no trace: the node comes
+        // back as it was, and no split brain is owed.
+        let synced = *self.synced_uuid[n].get_or_insert(sb.uuids[0] & !1);
+        if sb.uuids[0] & !1 == synced {
+            self.primary_apart[n] = false;
+        }
         let disk = AttachedDisk {
             size_sectors: p.data_sectors,
             uuids: sb.uuids,
@@ -742,11 +832,10 @@ impl Cluster {
         node.wrote_as_primary = false;
         node.crashed_as_primary = false;
         node.crash_changed.clear();
-        self.drain(n)?;
-        if self.snapshot(n).disk == Some(DiskState::UpToDate) {
-            self.check_node_data(n, "attach-uptodate")?;
-        }
-        Ok(())
+        // No data check here: with `fencing dont-care` (the default) a rebooted node whose meta-data
+        // says Consistent + WasUpToDate attaches UpToDate even if its peer moved on while they
+        // were apart (spec drbd-metadata.md §3). What must hold is checked once they talk.
+        self.drain(n)
     }
 
     fn crash(&mut self, n: usize) -> Result<(), Failure> {
@@ -764,6 +853,7 @@ impl Cluster {
         node.disk.crash();
         node.meta_pending.clear();
         node.preflush_waiting.clear();
+        node.meta_shadow.clear();
         node.crashed_as_primary = was_primary;
         let changed: Vec<u64> = blocks
             .iter()
@@ -785,7 +875,7 @@ impl Cluster {
         };
         for (_, r) in lost {
             match r.kind {
-                ReqKind::Write { id, blocks } => {
+                ReqKind::Write { id, blocks, .. } => {
                     self.model.write_abandoned(id, &blocks);
                     self.release(&blocks);
                 }
@@ -878,7 +968,15 @@ impl Cluster {
                 self.model.write_issued(id, &blocks);
                 self.busy.extend(blocks.iter().copied());
                 self.nodes[node].wrote_as_primary = true;
-                let rid = self.new_request(node, ReqKind::Write { id, blocks });
+                let replicating = self.snapshot(node).conn.is_some_and(replicates);
+                let rid = self.new_request(
+                    node,
+                    ReqKind::Write {
+                        id,
+                        blocks,
+                        replicating,
+                    },
+                );
                 let op = RequestOp::Write {
                     sector: block * SECTORS_PER_BLOCK,
                     data: Bytes::from(data),
@@ -990,13 +1088,17 @@ impl Cluster {
             ));
         }
         match req.kind {
-            ReqKind::Write { id, blocks } => {
+            ReqKind::Write {
+                id,
+                blocks,
+                replicating,
+            } => {
                 self.release(&blocks);
                 let ok = result.is_ok();
                 self.model.write_completed(id, &blocks, ok);
                 if ok {
                     self.stats.writes_completed += 1;
-                    self.check_acked_write(n, id, &blocks)?;
+                    self.check_acked_write(n, id, &blocks, replicating)?;
                 }
             }
             ReqKind::Read { blocks } => {
@@ -1047,8 +1149,31 @@ impl Cluster {
                 }
             }
         }
+        for n in 0..NODES {
+            let st = self.snapshot(n);
+            if st.role == Some(Role::Primary) && !st.conn.is_some_and(|c| c.is_established()) {
+                self.primary_apart[n] = true;
+            }
+        }
         let steady = self.steady();
         if steady && !self.was_steady {
+            // Both were Primary while apart: both made new data generations, which the
+            // handshake must call a split brain (spec §10.2 rules 90/100), never merge silently.
+            if self.primary_apart.iter().all(|p| *p) && !self.split_brain_seen {
+                return Err(self.fail(FailureClass::Correctness, "split-brain-detected", format!(
+                    "both nodes were Primary while disconnected, yet they reached Connected UpToDate/UpToDate without a split brain: {}",
+                    self.describe()
+                )));
+            }
+            self.primary_apart = [false; NODES];
+            self.split_brain_seen = false;
+            for n in 0..NODES {
+                self.synced_uuid[n] = self.nodes[n]
+                    .engine
+                    .as_ref()
+                    .and_then(|e| e.uuids(VOL))
+                    .map(|u| u[0] & !1);
+            }
             self.check_steady(false)?;
         }
         self.was_steady = steady;
@@ -1158,7 +1283,13 @@ impl Cluster {
     /// Protocol C: when a write completes upward, it is on both disks, or the connection is
     /// gone (and then the Primary must have marked it out of sync; the final in-sync check sees
     /// that it did).
-    fn check_acked_write(&self, n: usize, id: u64, blocks: &[u64]) -> Result<(), Failure> {
+    fn check_acked_write(
+        &self,
+        n: usize,
+        id: u64,
+        blocks: &[u64],
+        replicating: bool,
+    ) -> Result<(), Failure> {
         let peer = 1 - n;
         let s = self.snapshot(n);
         for b in blocks {
@@ -1176,7 +1307,9 @@ impl Cluster {
                 ));
             }
         }
-        let connected = s.conn.is_some_and(|c| c.is_established()) && self.net.is_up();
+        // In WFBitMapS / Ahead a write is not replicated: the peer gets P_OUT_OF_SYNC instead
+        // (spec §7.3), so only writes submitted and completed while replicating are checked.
+        let connected = replicating && s.conn.is_some_and(replicates) && self.net.is_up();
         let peer_s = self.snapshot(peer);
         if !connected || self.nodes[peer].engine.is_none() || self.nodes[peer].disk_errors {
             return Ok(());
@@ -1231,9 +1364,12 @@ impl Cluster {
         flags_before: u32,
         attached: &md::Attached,
     ) -> Result<(), Failure> {
-        if flags_before & (md::MDF_PRIMARY_IND | md::MDF_CRASHED_PRIMARY) == 0 {
+        let changed = &self.nodes[n].crash_changed;
+        if !changed.is_empty()
+            && flags_before & (md::MDF_PRIMARY_IND | md::MDF_CRASHED_PRIMARY) == 0
+        {
             return Err(self.fail(FailureClass::Correctness, "crashed-primary-flag", format!(
-                "node {n} crashed as a Primary with writes but its superblock flags {flags_before:#x} do not say Primary"
+                "node {n} crashed as a Primary and lost or tore blocks {changed:?}, but its superblock flags {flags_before:#x} do not say Primary, so apply-al replays nothing"
             )));
         }
         for b in &self.nodes[n].crash_changed {
@@ -1244,8 +1380,8 @@ impl Cluster {
                 .is_some_and(|w| w & (1 << (bit % 64)) != 0);
             if !set {
                 return Err(self.fail(FailureClass::Correctness, "activity-log", format!(
-                    "node {n} crashed as Primary and lost or tore block {b}, but after apply-al its bit is clear (hot extents {:?})",
-                    attached.replayed_extents
+                    "node {n} crashed as Primary and lost or tore block {b}, but after apply-al its bit is clear (hot extents {:?}; AL: {})",
+                    attached.replayed_extents, attached.al_before
                 )));
             }
         }

@@ -280,9 +280,35 @@ pub fn al_hot_extents(area: &[u8]) -> Vec<u32> {
     out
 }
 
+/// A one-line summary of every valid AL transaction in `area` (for failure reports).
+pub fn al_describe(area: &[u8]) -> String {
+    let mut out = Vec::new();
+    for (i, b) in area.chunks(BLOCK as usize).enumerate() {
+        if let Some(t) = decode_al_block(b) {
+            let ctx: Vec<String> = t
+                .context
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e != u32::MAX)
+                .map(|(j, e)| format!("{}={e}", usize::from(t.context_start) + j))
+                .collect();
+            let upd: Vec<String> = (0..usize::from(t.n_updates).min(AL_UPDATES_PER_BLOCK))
+                .map(|j| format!("{}={}", t.update_slots[j], t.update_extents[j]))
+                .collect();
+            out.push(format!(
+                "[ring {i}: tr {} updates {upd:?} context {ctx:?}]",
+                t.tr_number
+            ));
+        }
+    }
+    out.join(" ")
+}
+
 /// What attach hands the engine after `apply-al`.
 #[derive(Clone, Debug)]
 pub struct Attached {
+    /// The AL transactions found before re-initialising (for failure reports).
+    pub al_before: String,
     pub superblock: Superblock,
     pub bitmap_words: Vec<u64>,
     /// Extents the AL replay found hot (whose bits were set if the node was a Primary).
@@ -311,6 +337,7 @@ pub fn apply_al_and_read<T: Clone>(
         .collect();
     let al_area = disk.read_visible(p.al_offset_bytes(), 8 * BLOCK);
     let hot = al_hot_extents(&al_area);
+    let al_before = al_describe(&al_area);
     let clean = sb.magic == MAGIC_08 && sb.flags & MDF_AL_CLEAN != 0;
     if !clean && sb.flags & MDF_PRIMARY_IND != 0 {
         for e in &hot {
@@ -335,6 +362,7 @@ pub fn apply_al_and_read<T: Clone>(
         disk.write_durable_now(p.md_offset_bytes, &sb.encode());
     }
     Ok(Attached {
+        al_before,
         superblock: sb,
         bitmap_words,
         replayed_extents: if clean { Vec::new() } else { hot },
