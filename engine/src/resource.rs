@@ -1706,8 +1706,10 @@ impl Resource {
             }
             self.write_bitmap(v);
         }
-        // Corrections and rotations above must be durable before the peer hears of them.
-        self.write_superblock(v, true);
+        // Corrections above must be durable before the peer hears of them.
+        if dec.own != u {
+            self.write_superblock(v, true);
+        }
         Some(if hg > 0 {
             ConnState::WFBitMapS
         } else if hg < 0 {

@@ -64,7 +64,7 @@ const fn m(x: u64) -> u64 {
 pub fn uuid_compare(i: &CompareInput, wrong_direction: bool) -> Decision {
     let mut own = i.own;
     let mut peer_u = i.peer;
-    let mut d = |hg: i32, rule: u32, own: [u64; 4], peer: [u64; 4]| Decision {
+    let d = |hg: i32, rule: u32, own: [u64; 4], peer: [u64; 4]| Decision {
         hg,
         rule,
         own,
@@ -85,7 +85,8 @@ pub fn uuid_compare(i: &CompareInput, wrong_direction: bool) -> Decision {
     if s == p {
         if peer_u[UI_BITMAP] == 0 && own[UI_BITMAP] != 0 {
             if i.apv < 91 {
-                return d(-1091, 34, own, peer_u);
+                // The kernel has not set rule_nr past 30 yet.
+                return d(-1091, 30, own, peer_u);
             }
             if m(own[UI_BITMAP]) == m(peer_u[UI_HISTORY_START])
                 && m(own[UI_HISTORY_START]) == m(peer_u[UI_HISTORY_END])
@@ -100,7 +101,7 @@ pub fn uuid_compare(i: &CompareInput, wrong_direction: bool) -> Decision {
         }
         if own[UI_BITMAP] == 0 && peer_u[UI_BITMAP] != 0 {
             if i.apv < 91 {
-                return d(-1091, 35, own, peer_u);
+                return d(-1091, 30, own, peer_u);
             }
             if m(own[UI_HISTORY_START]) == m(peer_u[UI_BITMAP])
                 && m(own[UI_HISTORY_END]) == m(peer_u[UI_HISTORY_START])
