@@ -112,6 +112,8 @@ pub enum ErrorKind {
     ConfigInvalid,
     /// 20: a step failed to execute.
     Exec,
+    /// 0: `-V` / `--version` was asked for; the message is the answer.
+    Version,
 }
 
 impl ErrorKind {
@@ -121,6 +123,7 @@ impl ErrorKind {
             ErrorKind::Syntax => 2,
             ErrorKind::ConfigInvalid => 10,
             ErrorKind::Exec => 20,
+            ErrorKind::Version => 0,
         }
     }
 }
@@ -158,6 +161,17 @@ impl AdmError {
     ) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// Not an error: `-V` asks for the version, printed like drbdadm's shell variables.
+    pub fn version() -> Self {
+        AdmError::new(
+            ErrorKind::Version,
+            format!(
+                "UDRBDADM_VERSION={}\nDRBDADM_API_VERSION=1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        )
     }
 
     pub fn not_implemented(verb: &str) -> Self {
@@ -238,6 +252,29 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, AdmEr
                 _ if name.starts_with("-c") && !name.starts_with("--") => {
                     config_path = Some(PathBuf::from(&a[2..]));
                 }
+                // drbdadm options that take a value and mean nothing to udrbd (there is no
+                // drbdsetup, drbdmeta or proxy to point at, no shell to export to).
+                "-n" | "--sh-varname" | "-s" | "--drbdsetup" | "-m" | "--drbdmeta" | "-p"
+                | "--drbd-proxy-ctl" | "-W" | "--setup-option" | "-P" | "--peer" => {
+                    if inline.is_none() {
+                        it.next()
+                            .ok_or_else(|| AdmError::usage(format!("{a} needs a value")))?;
+                    }
+                }
+                _ if name.len() > 2
+                    && !name.starts_with("--")
+                    && matches!(name.get(..2), Some("-n" | "-s" | "-m" | "-p" | "-W" | "-P")) => {}
+                "-S" | "--stacked" => {
+                    return Err(AdmError::usage(
+                        "udrbdadm: stacked resources are not supported by udrbd",
+                    ))
+                }
+                "-t" | "--config-to-test" => {
+                    return Err(AdmError::usage(
+                        "udrbdadm: --config-to-test is not supported; use -c FILE dump",
+                    ))
+                }
+                "-V" | "--version" => return Err(AdmError::version()),
                 "-d" | "--dry-run" => dry_run = true,
                 "-v" | "--verbose" => verbose = true,
                 "--force" => force = true,
@@ -372,6 +409,10 @@ pub fn dump(args: &Args, node: &str) -> Result<String, AdmError> {
 pub fn main_with<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     let args = match parse_args(args) {
         Ok(a) => a,
+        Err(e) if e.kind == ErrorKind::Version => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return e.exit_code();
@@ -422,6 +463,12 @@ mod tests {
         assert_eq!(a.resources, vec!["--clear-bitmap", "r0/0"]);
         let a = args("new-current-uuid --clear-bitmap r0/0").unwrap();
         assert!(a.clear_bitmap);
+        let a = args("-n VAR -sdrbdsetup -P bob dump r0").unwrap();
+        assert_eq!(
+            (a.verb, a.resources.as_slice()),
+            (Verb::Dump, &["r0".to_string()][..])
+        );
+        assert_eq!(args("-V").unwrap_err().kind, ErrorKind::Version);
         let a = args("dump").unwrap();
         assert_eq!(a.config_path, PathBuf::from("/etc/drbd.conf"));
         assert!(a.resources.is_empty());
@@ -432,7 +479,15 @@ mod tests {
 
     #[test]
     fn usage_errors_exit_1() {
-        for bad in ["", "frobnicate r0", "up", "-x up r0"] {
+        for bad in [
+            "",
+            "frobnicate r0",
+            "up",
+            "-x up r0",
+            "-\u{e9} up r0",
+            "-n -c x.conf dump r0",
+            "-S up r0",
+        ] {
             let e = args(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Usage, "{bad}");
         }
