@@ -406,10 +406,13 @@ impl<'p> Parser<'_, 'p> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
+        // drbdadm globs relative to the including file's directory; that directory's own name
+        // is literal, whatever characters it holds.
         let full = if Path::new(&pattern.text).is_absolute() {
-            PathBuf::from(&pattern.text)
+            pattern.text.clone()
         } else {
-            dir.join(&pattern.text)
+            let dir = glob::Pattern::escape(&dir.to_string_lossy());
+            format!("{}/{}", dir.trim_end_matches('/'), pattern.text)
         };
         let opts = glob::MatchOptions {
             case_sensitive: true,
@@ -417,7 +420,7 @@ impl<'p> Parser<'_, 'p> {
             require_literal_leading_dot: true,
         };
         let has_magic = pattern.text.contains(['*', '?', '[']);
-        let mut matches: Vec<PathBuf> = match glob::glob_with(&full.to_string_lossy(), opts) {
+        let mut matches: Vec<PathBuf> = match glob::glob_with(&full, opts) {
             Ok(paths) => paths.filter_map(Result::ok).collect(),
             Err(e) => {
                 return Err(Error::invalid(

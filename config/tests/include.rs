@@ -102,3 +102,14 @@ fn missing_top_file_is_an_io_error() {
     assert!(matches!(e, Error::Io { .. }));
     assert_eq!(e.exit_code(), 20);
 }
+
+#[test]
+fn the_including_directory_name_is_not_a_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("conf[1]*");
+    fs::create_dir_all(d.join("drbd.d")).unwrap();
+    fs::write(d.join("drbd.d/r.res"), res("r", 1)).unwrap();
+    fs::write(d.join("drbd.conf"), "include \"drbd.d/*.res\";\n").unwrap();
+    let c = load(d.join("drbd.conf")).unwrap();
+    assert_eq!(c.resource_names(), vec!["r"]);
+}
