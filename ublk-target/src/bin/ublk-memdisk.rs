@@ -4,13 +4,26 @@
 //! `ublk-memdisk: ready /dev/ublkb<id> <size> bytes` once the device exists.
 //!
 //! usage: ublk-memdisk [--size-mib N] [--id N] [--queues N] [--depth N] [--logical-block N]
+//!                     [--dispatch WORKERS]
+//!
+//! `--dispatch` serves through the engine-facing path (requests handed to worker threads and
+//! completed asynchronously); then SIGUSR1 switches to fail-fast (every request fails with
+//! EIO, as on a Secondary) and SIGUSR2 back to serving.
 
 use std::io::Write;
 use std::sync::Arc;
-use udrbd::frontend::{serve_until_signal, DeviceConfig, MemDisk};
+use udrbd::frontend::{
+    serve_dispatch, serve_until_signal, DeviceConfig, Errno, Gate, MemDisk, Signals, ThreadedSink,
+};
 
-fn parse_args() -> Result<DeviceConfig, String> {
+struct Args {
+    config: DeviceConfig,
+    dispatch_workers: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut config = DeviceConfig::new("udrbd-memdisk", 256 << 20);
+    let mut dispatch_workers = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -21,9 +34,9 @@ fn parse_args() -> Result<DeviceConfig, String> {
         match flag.as_str() {
             "--size-mib" => config.size_bytes = num(&value)? << 20,
             "--id" => {
-                config.dev_id = Some(
-                    u32::try_from(num(&value)?).map_err(|_| format!("--id {value}: too large"))?,
-                )
+                let id =
+                    u32::try_from(num(&value)?).map_err(|_| format!("--id {value}: too large"))?;
+                config.dev_id = Some(id);
             }
             "--queues" => config.nr_queues = small(&value)?,
             "--depth" => config.queue_depth = small(&value)?,
@@ -34,27 +47,61 @@ fn parse_args() -> Result<DeviceConfig, String> {
                 }
                 config.logical_block_shift = bytes.trailing_zeros() as u8;
             }
+            "--dispatch" => dispatch_workers = Some(usize::from(small(&value)?)),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
     config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    Ok(Args {
+        config,
+        dispatch_workers,
+    })
+}
+
+fn announce(dev_id: u32, size: u64) {
+    println!("ublk-memdisk: ready /dev/ublkb{dev_id} {size} bytes");
+    let _ = std::io::stdout().flush();
 }
 
 fn main() {
-    let config = match parse_args() {
-        Ok(c) => c,
+    let args = match parse_args() {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("ublk-memdisk: {e}");
             std::process::exit(2);
         }
     };
+    let config = args.config;
     let disk = Arc::new(MemDisk::new(config.size_bytes));
     let size = config.size_bytes;
-    let result = serve_until_signal(&config, disk, move |dev_id| {
-        println!("ublk-memdisk: ready /dev/ublkb{dev_id} {size} bytes");
-        let _ = std::io::stdout().flush();
-    });
+    let result = match args.dispatch_workers {
+        None => serve_until_signal(&config, disk, move |dev_id| announce(dev_id, size)),
+        Some(workers) => {
+            let signals =
+                Signals::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2]);
+            let gate = Gate::default();
+            let control = gate.clone();
+            let sink = Arc::new(ThreadedSink::new(disk, workers));
+            serve_dispatch(&config, sink, gate, move |dev_id, stopper| {
+                announce(dev_id, size);
+                loop {
+                    match signals.wait() {
+                        libc::SIGUSR1 => {
+                            control.fail_fast(Errno::EIO);
+                            println!("ublk-memdisk: fail-fast");
+                        }
+                        libc::SIGUSR2 => {
+                            control.serve();
+                            println!("ublk-memdisk: serving");
+                        }
+                        _ => break,
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                let _ = stopper.stop();
+            })
+        }
+    };
     if let Err(e) = result {
         eprintln!("ublk-memdisk: {e}");
         std::process::exit(1);

@@ -1,19 +1,26 @@
-//! The ublk frontend: turns `/dev/ublkbN` requests into calls on a [`BlockTarget`].
+//! The ublk frontend: turns `/dev/ublkbN` requests into work for a target and completes them.
 //!
 //! This is the only module that talks to libublk, so a later move to libublk 0.5 stays local.
 //! It never decides anything about replication: it decodes a ublk I/O descriptor into a
-//! [`Request`], hands it to the target, and completes the ublk command with the result.
+//! [`Request`] (bytes, not sectors; FLUSH and FUA kept), hands it on, and commits the result.
 //!
-//! Calling contract:
-//! 1. Build a [`DeviceConfig`] (queues, depth, size, block sizes).
-//! 2. Implement [`BlockTarget`] (see [`MemDisk`] for the smallest one).
-//! 3. Call [`serve`]; it adds the device, starts one thread per queue, calls `on_started` with
-//!    the device id once `/dev/ublkb<id>` exists, and returns when the device is stopped (by
-//!    [`Stopper::stop`], SIGTERM/SIGINT when [`serve_until_signal`] is used, or `ublk del`).
+//! Two ways to serve, same device set-up ([`DeviceConfig`]: queues, depth, size, 512-byte
+//! logical and 4096-byte physical blocks, volatile write cache + FUA advertised):
+//! - [`serve`] with a [`BlockTarget`]: handled inline on the queue thread ([`MemDisk`]).
+//! - [`serve_dispatch`] with a [`RequestSink`]: each request leaves the queue thread as a
+//!   [`PendingIo`] (owning its data buffer) and comes back with [`PendingIo::complete`] from
+//!   any thread; this is where the daemon plugs the engine in (requests in, completions out).
+//!   A [`Gate`] switches to fail-fast (a Secondary fails every request at once).
+//!
+//! Both add the device, run one thread per queue, call `on_started` with the device id once
+//! `/dev/ublkb<id>` exists, and return, deleting the device, when it is stopped
+//! ([`Stopper::stop`], a signal via [`Signals`], or `ublk del`).
 
+mod dispatch;
 mod memdisk;
 mod request;
 
+pub use dispatch::{serve_dispatch, Gate, PendingIo, RequestSink, ThreadedSink};
 pub use memdisk::MemDisk;
 pub use request::{Op, Request};
 
@@ -89,7 +96,7 @@ impl DeviceConfig {
             return bad("physical_block_shift", self.physical_block_shift.into());
         }
         let pbs = 1u64 << self.physical_block_shift;
-        if self.size_bytes == 0 || self.size_bytes % pbs != 0 {
+        if self.size_bytes == 0 || !self.size_bytes.is_multiple_of(pbs) {
             return bad(
                 "size_bytes (non-zero multiple of the physical block)",
                 self.size_bytes,
@@ -97,7 +104,7 @@ impl DeviceConfig {
         }
         if self.io_buf_bytes < 4096
             || self.io_buf_bytes > MAX_IO_BUF_BYTES
-            || u64::from(self.io_buf_bytes) % pbs != 0
+            || !u64::from(self.io_buf_bytes).is_multiple_of(pbs)
         {
             return bad("io_buf_bytes", self.io_buf_bytes.into());
         }
@@ -170,8 +177,9 @@ impl Stopper {
     }
 }
 
-/// Adds the device and serves it until it is stopped. `on_started` runs on the calling thread
-/// once the block device exists; returning from it does not stop the device.
+/// Adds the device and serves it with `target`, inline on the queue threads, until it is
+/// stopped. `on_started` runs on the calling thread once the block device exists; returning
+/// from it does not stop the device.
 pub fn serve<T, F>(
     config: &DeviceConfig,
     target: Arc<T>,
@@ -181,16 +189,27 @@ where
     T: BlockTarget,
     F: FnOnce(u32, Stopper) + Send + Sync + 'static,
 {
+    run_device(config, on_started, move |qid, dev| {
+        serve_queue(qid, dev, &*target)
+    })
+}
+
+/// Adds the device, runs `queue_fn` on one thread per queue, calls `on_started` once the
+/// block device exists, and returns (after deleting the device) when the queues end.
+fn run_device<F, Q>(config: &DeviceConfig, on_started: F, queue_fn: Q) -> Result<(), FrontendError>
+where
+    F: FnOnce(u32, Stopper) + Send + Sync + 'static,
+    Q: Fn(u16, &libublk::io::UblkDev) + Send + Sync + Clone + 'static,
+{
     config.validate()?;
     // No ctrl flags: plain per-tag buffers work on every kernel with ublk (6.0+).
-    let ctrl_flags = 0u64;
     let ctrl = libublk::ctrl::UblkCtrlBuilder::default()
         .name(&config.name)
         .id(config.dev_id.map_or(-1, |id| id as i32))
         .nr_queues(config.nr_queues)
         .depth(config.queue_depth)
         .io_buf_bytes(config.io_buf_bytes)
-        .ctrl_flags(ctrl_flags)
+        .ctrl_flags(0)
         .dev_flags(libublk::UblkFlags::UBLK_DEV_F_ADD_DEV)
         .build()
         .map_err(|source| FrontendError::Ublk {
@@ -213,7 +232,6 @@ where
         };
         Ok(())
     };
-    let queue_fn = move |qid: u16, dev: &libublk::io::UblkDev| serve_queue(qid, dev, &*target);
     let device_fn = move |ctrl: &libublk::ctrl::UblkCtrl| {
         let dev_id = ctrl.dev_info().dev_id;
         on_started(dev_id, Stopper { dev_id });
@@ -236,34 +254,43 @@ where
     T: BlockTarget,
     F: FnOnce(u32) + Send + Sync + 'static,
 {
-    let signals = block_stop_signals();
+    let signals = Signals::block(&[libc::SIGTERM, libc::SIGINT]);
     serve(config, target, move |dev_id, stopper| {
         on_started(dev_id);
-        wait_for(&signals);
+        signals.wait();
         // The device may already be gone (`ublk del`); then there is nothing to stop.
         let _ = stopper.stop();
     })
 }
 
-/// Blocks SIGTERM and SIGINT in this thread (and the queue threads it spawns later), so that
-/// they can be taken synchronously with sigwait instead of killing the process mid-request.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, exclusively borrowed sigset_t for all three calls.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
+/// Signals taken synchronously with sigwait instead of killing the process mid-request.
+#[derive(Clone, Copy)]
+pub struct Signals(libc::sigset_t);
 
-fn wait_for(set: &libc::sigset_t) {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` was initialised by block_stop_signals and `sig` is a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
+impl Signals {
+    /// Blocks `signals` in this thread and in the threads it spawns later (the queue threads),
+    /// so only [`Signals::wait`] receives them. Call before starting the device.
+    pub fn block(signals: &[libc::c_int]) -> Signals {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, exclusively borrowed sigset_t for every call.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        Signals(set)
+    }
+
+    /// Waits for one of the blocked signals and returns its number.
+    pub fn wait(&self) -> libc::c_int {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: the set was initialised by `block` and `sig` is a valid out pointer.
+        unsafe { libc::sigwait(&self.0, &mut sig) };
+        sig
+    }
 }
 
 /// One queue thread: fetch, decode, call the target, commit; until the queue is stopped.
