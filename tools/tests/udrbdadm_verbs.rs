@@ -69,15 +69,24 @@ impl Node {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Both nodes' daemon logs (they share the test directory), for failure messages.
     fn log(&self) -> String {
-        let s = std::fs::read_to_string(self.run_dir.join("r0.log")).unwrap_or_default();
-        s.chars()
-            .rev()
-            .take(6000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect()
+        let dir = self.run_dir.parent().unwrap();
+        let mut out = String::new();
+        for n in ["alice", "bob"] {
+            let s =
+                std::fs::read_to_string(dir.join(format!("{n}-run/r0.log"))).unwrap_or_default();
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(6000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            out.push_str(&format!("--- {n} ---\n{tail}\n"));
+        }
+        out
     }
 
     fn client(&self) -> Client {

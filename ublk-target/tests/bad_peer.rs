@@ -85,17 +85,25 @@ fn victim(dir: &std::path::Path) -> (Daemon, String) {
 }
 
 fn still_serving(d: &Daemon, hash: &str, reason_words: &[&str]) {
+    // The reason may be logged a moment after the socket closed; give it a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = d.full_log().to_lowercase();
+        if reason_words.iter().any(|w| log.contains(&w.to_lowercase())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log must name the reason (one of {reason_words:?}):\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         matches!(d.call(Request::Ping), Response::Pong { .. }),
         "daemon must keep serving"
     );
     assert_eq!(d.data_hash(), hash, "local data must be unchanged");
-    let log = d.full_log().to_lowercase();
-    assert!(
-        reason_words.iter().any(|w| log.contains(&w.to_lowercase())),
-        "log must name the reason (one of {reason_words:?}):\n{}",
-        d.log_text()
-    );
 }
 
 #[test]
