@@ -213,7 +213,7 @@ impl StreamDecoder {
             }
             (8, cmd, 0, u16::from_be_bytes([b[6], b[7]]) as u32)
         } else if m16 == MAGIC_95 {
-            if apv >= 100 || apv < 95 {
+            if !(95..100).contains(&apv) {
                 return Err(FrameError::WrongHeader {
                     what: "h95",
                     apv,
@@ -321,9 +321,6 @@ impl<'a> Reader<'a> {
             a.copy_from_slice(s);
             a
         })
-    }
-    pub fn raw4(&mut self) -> Option<[u8; 4]> {
-        self.take(4).map(|s| [s[0], s[1], s[2], s[3]])
     }
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         self.take(n)

@@ -239,9 +239,6 @@ impl ActivityLog {
     pub fn hot_extents(&self) -> Vec<u32> {
         self.hot.keys().copied().collect()
     }
-    pub fn is_hot(&self, extent: u32) -> bool {
-        self.hot.contains_key(&extent)
-    }
     /// Takes a reference on `extent` if it is hot, else plans the transaction.
     pub fn begin(&mut self, extent: u32) -> AlNeed {
         self.tick += 1;

@@ -164,7 +164,6 @@ enum Io {
     /// An empty flush from the upper layer.
     AppFlush {
         request: RequestId,
-        pending: u32,
     },
     AlTransaction {
         vol: u16,
@@ -172,9 +171,7 @@ enum Io {
         extent: u32,
         evicted: Option<u32>,
     },
-    Superblock {
-        vol: u16,
-    },
+    Superblock,
     Bitmap,
 }
 
@@ -193,7 +190,6 @@ struct PendingChange {
     command: AdminCommand,
     vol: u16,
     mask: u32,
-    val: u32,
 }
 
 pub struct Resource {
@@ -701,7 +697,7 @@ impl Resource {
             flags: ld.d.flags,
             la_size_sect: d.capacity,
         };
-        let io = self.io_id(Io::Superblock { vol });
+        let io = self.io_id(Io::Superblock);
         if gate {
             self.gate.insert(io);
         }
@@ -1465,13 +1461,12 @@ impl Resource {
             // While connected, Consistent/Outdated are promoted when the other side is UpToDate
             // or both agree there is nothing to sync.
             if ns_conn == ConnState::Connected {
-                if s.disk == DiskState::Consistent || s.disk == DiskState::Outdated {
-                    if s.pdsk == DiskState::UpToDate
+                if (s.disk == DiskState::Consistent || s.disk == DiskState::Outdated)
+                    && (s.pdsk == DiskState::UpToDate
                         || s.pdsk == DiskState::Consistent
-                        || s.pdsk == DiskState::Outdated
-                    {
-                        s.disk = DiskState::UpToDate;
-                    }
+                        || s.pdsk == DiskState::Outdated)
+                {
+                    s.disk = DiskState::UpToDate;
                 }
                 if (s.pdsk == DiskState::Consistent || s.pdsk == DiskState::Outdated)
                     && s.disk == DiskState::UpToDate
@@ -1787,33 +1782,6 @@ pub struct VolumeStatus {
     pub resync_total_blocks: u64,
 }
 
-// Silence "unused" for items the later parts of this module use.
-#[allow(dead_code)]
-fn _uses(
-    _: IoErrorKind,
-    _: RequestId,
-    _: RequestOp,
-    _: RequestError,
-    _: Protocol,
-    _: Request,
-    _: Local,
-    _: AlNeed,
-    _: Bytes,
-    _: u64,
-    _: u64,
-    _: u64,
-) {
-    let _ = (
-        UI_HISTORY_START,
-        UI_HISTORY_END,
-        RS_EXTENT_BITS,
-        RS_MAX_REQUEST_BITS,
-        RESYNC_TICK_NS,
-        ID_SYNCER,
-        dp::FUA,
-    );
-}
-
 // ---------------------------------------------------------------- data path
 impl Resource {
     fn protocol(&self) -> Protocol {
@@ -1913,10 +1881,7 @@ impl Resource {
                     self.send_barrier(nr);
                 }
                 if has_disk {
-                    let io = self.io_id(Io::AppFlush {
-                        request: id,
-                        pending: 1,
-                    });
+                    let io = self.io_id(Io::AppFlush { request: id });
                     self.out.push_back(Output::DiskFlush { io, volume });
                 } else {
                     self.out.push_back(Output::Complete {
@@ -2244,11 +2209,13 @@ impl Resource {
         let local_ok = matches!(r.local, Local::Done { ok: true });
         if !r.completed {
             let ready = match r.kind {
-                ReqKind::Read => match (r.local, r.net) {
-                    (Local::Done { ok: true }, _) => true,
-                    (_, Net::Acked { .. }) | (_, Net::Failed) | (_, Net::Lost) => true,
-                    _ => false,
-                },
+                ReqKind::Read => matches!(
+                    (r.local, r.net),
+                    (Local::Done { ok: true }, _)
+                        | (_, Net::Acked { .. })
+                        | (_, Net::Failed)
+                        | (_, Net::Lost)
+                ),
                 _ => {
                     let net_done = match r.net {
                         Net::None | Net::Acked { .. } | Net::Failed | Net::Lost => true,
@@ -2415,7 +2382,7 @@ impl Resource {
                 self.try_complete(cookie);
                 self.retry_rs_waiting();
             }
-            Io::AppFlush { request, .. } => {
+            Io::AppFlush { request } => {
                 let result = result.map(|_| None).map_err(|_| RequestError::Io);
                 self.out.push_back(Output::Complete { request, result });
             }
@@ -2520,7 +2487,7 @@ impl Resource {
                 }
                 self.flush_ready_epochs();
             }
-            Io::AlTransaction { .. } | Io::Superblock { .. } | Io::Bitmap => {}
+            Io::AlTransaction { .. } | Io::Superblock | Io::Bitmap => {}
         }
     }
 
@@ -2914,11 +2881,7 @@ impl Resource {
                     ld.bitmap.clear_range(s, l);
                 }
             }
-            cmd::RECV_ACK => {
-                if req.net == Net::Sent {
-                    req.net = Net::RecvAcked;
-                }
-            }
+            cmd::RECV_ACK if req.net == Net::Sent => req.net = Net::RecvAcked,
             cmd::NEG_ACK | cmd::NEG_DREPLY => {
                 req.net = Net::Failed;
                 let (s, l, k) = (req.sector, req.len_bytes, req.kind);
@@ -3264,7 +3227,7 @@ impl Resource {
                 while n < RS_MAX_REQUEST_BITS
                     && (bit + n) % RS_EXTENT_BITS != 0
                     && ld.bitmap.test(bit + n)
-                    && (n as u64 * 8) < budget
+                    && (n * 8) < budget
                 {
                     n += 1;
                 }
@@ -3468,12 +3431,7 @@ impl Resource {
             cmd::STATE_CHG_REQ
         };
         self.send(Socket::Data, c, vol, &p);
-        self.pending_change = Some(PendingChange {
-            command,
-            vol,
-            mask,
-            val,
-        });
+        self.pending_change = Some(PendingChange { command, vol, mask });
     }
 
     fn pending_change_failed(&mut self) {
