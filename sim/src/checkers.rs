@@ -214,6 +214,30 @@ impl Model {
         }
     }
 
+    /// Whether `data` is a value block `block` may hold. After a crash, a write that was in
+    /// flight may have landed partly (sectors are the unit of atomicity), so each sector may come
+    /// from any value a crash may leave.
+    pub fn allows_data(&self, block: u64, data: &[u8]) -> bool {
+        let v = identify(data, block);
+        if self.allowed(block, v) {
+            return true;
+        }
+        let Some(m) = self.blocks.get(&block) else {
+            return false;
+        };
+        if !m.fuzzy {
+            return false;
+        }
+        data.chunks(SECTOR).enumerate().all(|(i, sector)| {
+            let Some(id) = sector_write_id(sector, block) else {
+                return false;
+            };
+            let whole = block_pattern(id, block);
+            sector == &whole[i * SECTOR..(i + 1) * SECTOR]
+                && (id == m.acked || m.history.contains(&id))
+        })
+    }
+
     pub fn expected(&self, block: u64) -> String {
         match self.blocks.get(&block) {
             None => "write 0 (never written)".into(),
@@ -296,5 +320,22 @@ mod tests {
         );
         assert!(m.allowed(0, BlockValue::Write(2)));
         assert!(!m.allowed(0, BlockValue::Mixed));
+    }
+
+    #[test]
+    fn torn_blocks_are_allowed_only_after_a_crash_and_only_from_known_writes() {
+        let mut m = Model::default();
+        m.write_issued(1, &[4]);
+        m.write_completed(1, &[4], true);
+        m.write_issued(2, &[4]);
+        let mut torn = block_pattern(1, 4);
+        torn[..512].copy_from_slice(&block_pattern(2, 4)[..512]);
+        assert!(!m.allows_data(4, &torn), "no crash: a block is never torn");
+        m.write_abandoned(2, &[4]);
+        m.crashed();
+        assert!(m.allows_data(4, &torn));
+        let mut foreign = block_pattern(1, 4);
+        foreign[..512].copy_from_slice(&block_pattern(9, 4)[..512]);
+        assert!(!m.allows_data(4, &foreign), "write 9 never went to block 4");
     }
 }

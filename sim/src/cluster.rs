@@ -1136,8 +1136,9 @@ impl Cluster {
                 if self.model.in_flight(b) || self.busy.contains(&b) {
                     continue;
                 }
-                let v = identify(&self.read_block(n, b), b);
-                if !self.model.allowed(b, v) {
+                let data = self.read_block(n, b);
+                let v = identify(&data, b);
+                if !self.model.allows_data(b, &data) {
                     return Err(self.fail(
                         FailureClass::Correctness,
                         "primary-data",
@@ -1248,8 +1249,8 @@ impl Cluster {
             .blocks()
             .filter(|b| !self.busy.contains(b) && !self.model.in_flight(*b))
             .find_map(|b| {
-                let v = identify(&self.read_block(n, b), b);
-                (!self.model.allowed(b, v)).then_some((b, v))
+                let data = self.read_block(n, b);
+                (!self.model.allows_data(b, &data)).then(|| (b, identify(&data, b)))
             })
     }
 
@@ -1342,7 +1343,7 @@ impl Cluster {
         for (i, b) in blocks.iter().enumerate() {
             let chunk = &data[i * BLOCK_BYTES as usize..(i + 1) * BLOCK_BYTES as usize];
             let v = identify(chunk, *b);
-            if !self.model.allowed(*b, v) {
+            if !self.model.allows_data(*b, chunk) {
                 return Err(self.fail(
                     FailureClass::Correctness,
                     "read",
@@ -1487,6 +1488,44 @@ impl Cluster {
     }
 
     pub fn describe(&self) -> String {
+        let mut reqs: Vec<String> = self
+            .requests
+            .iter()
+            .map(|(id, r)| {
+                let what = match &r.kind {
+                    ReqKind::Write { id: w, blocks, .. } => format!("write {w} {blocks:?}"),
+                    ReqKind::Read { blocks } => format!("read {blocks:?}"),
+                    ReqKind::Flush { .. } => "flush".into(),
+                };
+                format!("req {id} on node {}: {what}", r.node)
+            })
+            .collect();
+        reqs.sort();
+        let held: Vec<String> = (0..NODES)
+            .map(|n| {
+                let h = self.nodes[n]
+                    .engine
+                    .as_ref()
+                    .map_or(0, |e| e.held_outputs());
+                let oos = self.nodes[n]
+                    .engine
+                    .as_ref()
+                    .and_then(|e| e.out_of_sync_blocks(VOL));
+                format!(
+                    "node {n}: {h} held outputs, {} disk ops, out-of-sync {oos:?}",
+                    self.nodes[n].disk.in_flight_len()
+                )
+            })
+            .collect();
+        format!(
+            "{} [{}] [{}]",
+            self.describe_states(),
+            reqs.join("; "),
+            held.join("; ")
+        )
+    }
+
+    fn describe_states(&self) -> String {
         let states: Vec<String> = (0..NODES)
             .map(|n| format!("node {n}: {:?}", self.snapshot(n)))
             .collect();
