@@ -128,6 +128,9 @@ struct Device {
     bm_tx: BmCursor,
     bm_rx: BmCursor,
     consider_resync: bool,
+    /// The SyncTarget finishes once the ping with this number is answered (drbd_resync_finished
+    /// pings first, so every P_RS_WRITE_ACK sent before has reached the SyncSource).
+    finish_at_ping_ack: Option<u64>,
     /// `new_state_tmp.disk` while Negotiating.
     negotiated_disk: DiskState,
     /// Peer's state word was seen in this connection.
@@ -222,6 +225,8 @@ pub struct Resource {
     app_waiting: VecDeque<u64>,
     pending_change: Option<PendingChange>,
     ping_outstanding: bool,
+    pings_sent: u64,
+    ping_acks: u64,
     /// Set by `disconnect`: after the sockets close, stay StandAlone.
     stay_standalone: bool,
     now: Instant,
@@ -277,6 +282,7 @@ impl Resource {
                     bm_tx: BmCursor::default(),
                     bm_rx: BmCursor::default(),
                     consider_resync: false,
+                    finish_at_ping_ack: None,
                     negotiated_disk: disk,
                     got_state: false,
                 },
@@ -320,6 +326,8 @@ impl Resource {
             app_waiting: VecDeque::new(),
             pending_change: None,
             ping_outstanding: false,
+            pings_sent: 0,
+            ping_acks: 0,
             stay_standalone: false,
             now,
         };
@@ -375,6 +383,18 @@ impl Resource {
     /// Out-of-sync blocks (4 KiB) of a volume.
     pub fn out_of_sync_blocks(&self, v: Volume) -> Option<u64> {
         self.devs.get(&v.0)?.ld.as_ref().map(|l| l.bitmap.weight())
+    }
+    /// Whether a 4 KiB block is marked out of sync (None: no such volume or no disk).
+    pub fn out_of_sync(&self, v: Volume, block_4k: u64) -> Option<bool> {
+        self.devs
+            .get(&v.0)?
+            .ld
+            .as_ref()
+            .map(|l| l.bitmap.test(block_4k))
+    }
+    /// The in-memory bitmap (LE words as on disk).
+    pub fn bitmap_words(&self, v: Volume) -> Option<&[u64]> {
+        self.devs.get(&v.0)?.ld.as_ref().map(|l| l.bitmap.words())
     }
     /// Agreed device size in sectors.
     pub fn capacity_sectors(&self, v: Volume) -> Option<u64> {
@@ -1007,7 +1027,12 @@ impl Resource {
         if self.ping_outstanding {
             return;
         }
+        self.send_ping_now();
+    }
+
+    fn send_ping_now(&mut self) {
         self.ping_outstanding = true;
+        self.pings_sent += 1;
         self.send(Socket::Meta, cmd::PING, 0, &[]);
         let t = self.cfg.net.ping_timeout_ds as u64 * DECISECOND_NS;
         self.timers
@@ -1027,6 +1052,8 @@ impl Resource {
         self.dec = [StreamDecoder::default(), StreamDecoder::default()];
         self.timers.stop_all();
         self.ping_outstanding = false;
+        self.pings_sent = 0;
+        self.ping_acks = 0;
         self.pending_change_failed();
         self.out.push_back(Output::Disconnect);
         self.set_conn_all(reason);
@@ -1035,6 +1062,7 @@ impl Resource {
         // Resync requests in flight are forgotten; held data/state is dropped.
         for d in self.devs.values_mut() {
             d.rs.in_flight.clear();
+            d.finish_at_ping_ack = None;
             d.bm_rx = BmCursor::default();
             d.bm_tx = BmCursor::default();
         }
@@ -1055,6 +1083,8 @@ impl Resource {
             apv: 0,
             features: 0,
         };
+        // Packets held for a meta-data write belong to the dead connection.
+        self.held.retain(|o| !matches!(o, Output::Send { .. }));
         if self.stay_standalone || reason == ConnState::Disconnecting {
             self.set_conn_all(ConnState::StandAlone);
         } else {
@@ -3283,11 +3313,30 @@ impl Resource {
                 self.devs.get_mut(&v).expect("exists").rs.cursor = 0;
                 return;
             }
-            self.resync_finished(v);
+            if self.devs[&v].finish_at_ping_ack.is_none() {
+                self.send_ping_now();
+                let n = self.pings_sent;
+                self.devs.get_mut(&v).expect("exists").finish_at_ping_ack = Some(n);
+            }
         }
     }
 
-    fn maybe_finish_resync_after_ping(&mut self) {}
+    fn maybe_finish_resync_after_ping(&mut self) {
+        self.ping_acks += 1;
+        let acks = self.ping_acks;
+        let ready: Vec<u16> = self
+            .devs
+            .iter()
+            .filter(|(_, d)| d.finish_at_ping_ack.is_some_and(|n| n <= acks))
+            .map(|(v, _)| *v)
+            .collect();
+        for v in ready {
+            self.devs.get_mut(&v).expect("listed").finish_at_ping_ack = None;
+            if self.devs[&v].st.conn == ConnState::SyncTarget {
+                self.resync_finished(v);
+            }
+        }
+    }
 
     /// drbd_resync_finished: UUID hand-over and the new disk states (spec §10.1, §11.5).
     fn resync_finished(&mut self, v: u16) {
