@@ -18,6 +18,9 @@ pub(crate) struct Parsed {
     pub common: Option<ResourceText>,
     pub resources: Vec<ResourceText>,
     pub warnings: Vec<String>,
+    /// The first error drbdadm reports but parses on after (it exits once the file is read,
+    /// unless a fatal error comes first).
+    deferred: Option<Error>,
     /// Keys of drbdadm's global uniqueness table, with where each was first used.
     uniq: HashMap<String, Location>,
     seen_files: HashSet<PathBuf>,
@@ -44,7 +47,10 @@ pub(crate) fn parse_top(path: &Path, display: &str, text: &str) -> Result<Parsed
         .seen_files
         .insert(std::fs::canonicalize(path).unwrap_or(canonical.clone()));
     parse_file(&mut parsed, &canonical, display, text)?;
-    Ok(parsed)
+    match parsed.deferred.take() {
+        Some(e) => Err(e),
+        None => Ok(parsed),
+    }
 }
 
 fn parse_file(
@@ -209,6 +215,24 @@ impl<'p> Parser<'_, 'p> {
         }
     }
 
+    /// Notes an error drbdadm reports and parses on after (it sets `config_valid = 0`).
+    fn soft(&mut self, e: Error) {
+        if self.out.deferred.is_none() {
+            self.out.deferred = Some(e);
+        }
+    }
+
+    /// Passes fatal errors on; keeps going after range errors, like drbdadm.
+    fn keep_going(&mut self, r: Result<(), Error>) -> Result<(), Error> {
+        match r {
+            Err(e @ Error::Invalid { .. }) => {
+                self.soft(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn uniq(&mut self, what: &str, key: String, at: &Location) -> Result<(), Error> {
         if let Some(first) = self.out.uniq.get(&key) {
             return Err(Error::invalid(
@@ -281,14 +305,15 @@ impl<'p> Parser<'_, 'p> {
                 }
                 Tok::Kw(Kw::Resource) => {
                     let name = self.expect_string()?;
+                    // drbdadm exits with a usage error (1) for these.
                     if name.text.is_empty() {
-                        return Err(Error::invalid(&name.at, "resource name is empty"));
+                        return Err(Error::Usage(format!("{}: resource name is empty", name.at)));
                     }
                     if name.text.chars().any(|c| c < ' ' || c == '\x7f') {
-                        return Err(Error::invalid(
-                            &name.at,
-                            "resource name is invalid: it contains control characters",
-                        ));
+                        return Err(Error::Usage(format!(
+                            "{}: resource name is invalid: it contains control characters",
+                            name.at
+                        )));
                     }
                     self.expect_op(b'{')?;
                     let res = self.resource(name.text, &t, 0)?;
@@ -335,7 +360,8 @@ impl<'p> Parser<'_, 'p> {
                         Kw::DialogRefresh => (0, 600),
                         _ => (0, 900),
                     };
-                    check_range(&t.text, &v, Unit::One, min, max)?;
+                    let r = check_range(&t.text, &v, Unit::One, min, max);
+                    self.keep_going(r)?;
                     let n = Some(atoi(&v.text));
                     let g = &mut self.out.global;
                     match k {
@@ -431,7 +457,7 @@ impl<'p> Parser<'_, 'p> {
         };
         matches.sort();
         if matches.is_empty() && !has_magic {
-            return Err(Error::Include {
+            self.soft(Error::Include {
                 at: pattern.at.clone(),
                 pattern: pattern.text.clone(),
             });
@@ -486,7 +512,8 @@ impl<'p> Parser<'_, 'p> {
                 })) if t.text == "protocol" => {
                     self.upr("protocol statement", format!("{rn}: protocol"), &t.at)?;
                     let mut v = self.expect_string()?;
-                    self.range_check(Range::Protocol, "protocol", &mut v)?;
+                    let r = self.range_check(Range::Protocol, "protocol", &mut v);
+                    self.keep_going(r)?;
                     res.net.push(Opt {
                         name: t.text.clone(),
                         value: Some(v.text),
@@ -531,8 +558,11 @@ impl<'p> Parser<'_, 'p> {
                     let v = self.next();
                     match v.tok {
                         Tok::Str => {
-                            let vol = volume0(&mut res.volumes, &v.at)?;
+                            let (vol, e) = volume0(&mut res.volumes, &v.at);
                             vol.disk = Some(v.text);
+                            if let Some(e) = e {
+                                self.soft(e);
+                            }
                             self.expect_op(b';')?;
                         }
                         Tok::Op(b'{') => {
@@ -572,11 +602,11 @@ impl<'p> Parser<'_, 'p> {
                     if t.tok == Tok::Kw(Kw::Device) {
                         self.upr("device statement", format!("{rn}:device"), &t.at)?;
                     }
-                    let mut vols = std::mem::take(&mut res.volumes);
-                    let r = volume0(&mut vols, &t.at)
-                        .and_then(|vol| self.volume_stmt(vol, &[], &t).map(|_| ()));
-                    res.volumes = vols;
-                    r?;
+                    let (vol, e) = volume0(&mut res.volumes, &t.at);
+                    if let Some(e) = e {
+                        self.soft(e);
+                    }
+                    self.volume_stmt(vol, &[], &t)?;
                 }
                 Tok::Kw(Kw::Volume) => {
                     let n = self.expect_integer()?;
@@ -606,16 +636,18 @@ impl<'p> Parser<'_, 'p> {
         }
         if flags == NONE_H_ALLOWED {
             if let Some(h) = res.hosts.first() {
-                return Err(Error::invalid(
+                let e = Error::invalid(
                     &h.at,
                     format!(
                         "in the {} section, there are no host sections allowed",
                         res.name
                     ),
-                ));
+                );
+                self.soft(e);
             }
         }
-        check_volumes_hosts(&res)?;
+        let r = check_volumes_hosts(&res);
+        self.keep_going(r)?;
         Ok(res)
     }
 
@@ -666,7 +698,8 @@ impl<'p> Parser<'_, 'p> {
         };
         self.expect_op(b':')?;
         let port = self.expect_integer()?;
-        check_range("port", &port, Unit::One, 1, 0xffff)?;
+        let r = check_range("port", &port, Unit::One, 1, 0xffff);
+        self.keep_going(r)?;
         Ok(AddressText {
             af,
             addr: addr.text,
@@ -742,7 +775,10 @@ impl<'p> Parser<'_, 'p> {
                     for h in &names {
                         self.upr(what, format!("{rn}:{h}:{key}"), &t.at)?;
                     }
-                    let vol = volume0(&mut host.volumes, &t.at)?;
+                    let (vol, e) = volume0(&mut host.volumes, &t.at);
+                    if let Some(e) = e {
+                        self.soft(e);
+                    }
                     self.volume_stmt(vol, &names, &t)?;
                 }
                 Tok::Kw(k @ (Kw::Address | Kw::AltAddress)) => {
@@ -873,7 +909,7 @@ impl<'p> Parser<'_, 'p> {
                 )
             };
             if host.address.is_none() {
-                return Err(missing("address"));
+                self.soft(missing("address"));
             }
             let mut any_implicit = false;
             let mut any_nonzero = false;
@@ -881,17 +917,17 @@ impl<'p> Parser<'_, 'p> {
                 any_implicit |= v.implicit;
                 any_nonzero |= v.vnr != 0;
                 if v.device.is_none() && v.minor.is_none() {
-                    return Err(missing("device"));
+                    self.soft(missing("device"));
                 }
                 if v.disk.is_none() {
-                    return Err(missing("disk"));
+                    self.soft(missing("disk"));
                 }
                 if v.meta_disk.is_none() {
-                    return Err(missing("meta-disk"));
+                    self.soft(missing("meta-disk"));
                 }
             }
             if any_implicit && any_nonzero {
-                return Err(Error::invalid(
+                self.soft(Error::invalid(
                     &kw.at,
                     format!("in resource {rn}: you must not mix implicit and explicit volumes"),
                 ));
@@ -995,7 +1031,7 @@ impl<'p> Parser<'_, 'p> {
                     t.text.clone()
                 };
                 if !dev.starts_with("/dev/drbd") {
-                    return Err(Error::invalid(
+                    self.soft(Error::invalid(
                         &t.at,
                         "device name must start with /dev/drbd (/dev/ is optional, but drbd is required)",
                     ));
@@ -1004,14 +1040,15 @@ impl<'p> Parser<'_, 'p> {
                 let n = self.next();
                 match n.tok {
                     Tok::Op(b';') => {
-                        let tail = &dev[9..];
-                        if !only_digits(tail) {
-                            return Err(Error::invalid(
+                        let tail = dev.strip_prefix("/dev/drbd").unwrap_or("");
+                        if only_digits(tail) {
+                            vol.minor = Some(atoi(tail));
+                        } else {
+                            self.soft(Error::invalid(
                                 &t.at,
                                 "no minor given nor device name contains a minor number",
                             ));
                         }
-                        vol.minor = Some(atoi(tail));
                     }
                     Tok::Kw(Kw::Minor) => explicit_minor = true,
                     _ => return Err(self.expected("minor | ;", &n)),
@@ -1025,11 +1062,11 @@ impl<'p> Parser<'_, 'p> {
             let m = self.expect_integer()?;
             vol.minor = Some(atoi(&m.text));
             self.expect_op(b';')?;
-            if let (Some(dev), Some(minor)) = (&vol.device, vol.minor) {
-                let tail = &dev[9..];
+            if let (Some(dev), Some(minor)) = (vol.device.clone(), vol.minor) {
+                let tail = dev.strip_prefix("/dev/drbd").unwrap_or("");
                 if only_digits(tail) {
                     if atoi(tail) != minor {
-                        return Err(Error::invalid(
+                        self.soft(Error::invalid(
                             &m.at,
                             format!(
                                 "explicit minor number must match with device name; try \
@@ -1045,7 +1082,7 @@ impl<'p> Parser<'_, 'p> {
                         t.at
                     ));
                 } else {
-                    return Err(Error::invalid(
+                    self.soft(Error::invalid(
                         &t.at,
                         "explicit device names should be of the form /dev/drbd<minor>",
                     ));
@@ -1104,7 +1141,8 @@ impl<'p> Parser<'_, 'p> {
                 };
                 let name = alias(sec.option, &t.text);
                 let mut v = self.expect_value()?;
-                self.range_check(kw.range, name, &mut v)?;
+                let r = self.range_check(kw.range, name, &mut v);
+                self.keep_going(r)?;
                 let mut o = opt(&t, &v.text);
                 o.name = name.to_string();
                 opts.push(o);
@@ -1178,7 +1216,8 @@ impl<'p> Parser<'_, 'p> {
                 _ => {
                     let name = alias(kw.class, &t.text);
                     let mut v = self.expect_value()?;
-                    self.range_check(kw.range, name, &mut v)?;
+                    let r = self.range_check(kw.range, name, &mut v);
+                    self.keep_going(r)?;
                     let mut o = opt(&t, &v.text);
                     o.name = name.to_string();
                     let list = match kw.class {
@@ -1248,17 +1287,22 @@ fn check_range(name: &str, value: &Token, unit: Unit, min: u64, max: u64) -> Res
     Ok(())
 }
 
-/// drbdadm's `volume0`: the implicit volume 0, which explicit volumes may not accompany.
-fn volume0<'v>(vols: &'v mut Vec<VolumeText>, at: &Location) -> Result<&'v mut VolumeText, Error> {
+/// drbdadm's `volume0`: the implicit volume 0, which explicit volumes may not accompany
+/// (drbdadm reports that and goes on with the first volume).
+fn volume0<'v>(
+    vols: &'v mut Vec<VolumeText>,
+    at: &Location,
+) -> (&'v mut VolumeText, Option<Error>) {
+    let mut err = None;
     if vols.is_empty() {
         vols.push(VolumeText::new(0, true, at.clone()));
     } else if !(vols.len() == 1 && vols[0].vnr == 0 && vols[0].implicit) {
-        return Err(Error::invalid(
+        err = Some(Error::invalid(
             at,
             "mixing explicit and implicit volumes is not allowed",
         ));
     }
-    Ok(&mut vols[0])
+    (&mut vols[0], err)
 }
 
 /// Inserts after every volume with a number not above `vol`'s (drbdadm's `INSERT_SORTED`).
