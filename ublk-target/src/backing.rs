@@ -249,7 +249,7 @@ struct InFlight {
 }
 
 fn aligned(offset: u64, len: usize) -> bool {
-    offset % DIRECT_ALIGN as u64 == 0 && len % DIRECT_ALIGN == 0 && len > 0
+    offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN) && len > 0
 }
 
 fn run_uring(mut ring: io_uring::IoUring, files: Files, rx: Receiver<(u64, IoOp)>, sink: Sink) {

@@ -204,7 +204,7 @@ pub enum Response {
     Error {
         message: String,
     },
-    Status(StatusSnapshot),
+    Status(Box<StatusSnapshot>),
     Data {
         data_hex: String,
     },
@@ -305,7 +305,7 @@ pub fn to_hex(b: &[u8]) -> String {
 }
 
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

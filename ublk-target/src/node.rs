@@ -28,6 +28,8 @@ use crate::status::{ConnectionStatus, StatusSnapshot, VolumeStats, VolumeStatus}
 use crate::transport::{self, ConnectParams};
 
 /// What the driver thread reacts to.
+// Events are moved once through a channel; boxing the large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Control {
         request: Request,
@@ -153,7 +155,7 @@ impl Node {
 
     pub fn status(&self) -> Option<StatusSnapshot> {
         match self.call(Request::Status) {
-            Response::Status(s) => Some(s),
+            Response::Status(s) => Some(*s),
             _ => None,
         }
     }
@@ -269,6 +271,7 @@ struct Driver {
     stats: BTreeMap<u16, VolumeStats>,
     down: bool,
     pending_attach: Option<(u16, engine::AttachedDisk)>,
+    down_at: Option<(Sender<Response>, std::time::Instant)>,
 }
 
 impl Driver {
@@ -295,6 +298,7 @@ impl Driver {
             stats: BTreeMap::new(),
             down: false,
             pending_attach: None,
+            down_at: None,
         }
     }
 
@@ -330,7 +334,7 @@ impl Driver {
     }
 
     fn next_wakeup(&self) -> Option<Duration> {
-        let mut best: Option<Duration> = None;
+        let mut best: Option<Duration> = self.down_at.as_ref().map(|_| Duration::from_millis(100));
         if let Some(t) = self.engine.as_ref().and_then(|e| e.poll_timeout()) {
             let now = self.now().0;
             best = Some(Duration::from_nanos(t.0.saturating_sub(now)));
@@ -382,6 +386,7 @@ impl Driver {
                 }
                 if !now {
                     self.subs.push(tx);
+                    self.last = Some(snap);
                 }
             }
             Event::Io { token, result } => self.on_io(token, result),
@@ -737,7 +742,7 @@ impl Driver {
                 });
             }
             Request::Status => {
-                let _ = reply.send(Response::Status(self.snapshot()));
+                let _ = reply.send(Response::Status(Box::new(self.snapshot())));
             }
             Request::Attach {
                 volume,
@@ -929,8 +934,9 @@ impl Driver {
                 if let Some(mut c) = self.conn.take() {
                     c.close();
                 }
-                self.down = true;
-                let _ = reply.send(Response::Ok);
+                // Leave once the detach's meta-data writes are on disk (bounded: a hung disk
+                // must not keep `down` from returning).
+                self.down_at = Some((reply, std::time::Instant::now() + Duration::from_secs(10)));
             }
         }
     }
@@ -1099,6 +1105,20 @@ impl Driver {
     }
 
     fn after_step(&mut self) {
+        if let Some((_, deadline)) = &self.down_at {
+            if self.io.is_empty() || std::time::Instant::now() >= *deadline {
+                if let Some((reply, _)) = self.down_at.take() {
+                    let _ = reply.send(Response::Ok);
+                }
+                self.down = true;
+                return;
+            }
+        }
+        // Snapshots cost a little; only take them when someone is watching.
+        if self.subs.is_empty() && self.waiters.is_empty() {
+            self.last = None;
+            return;
+        }
         let snap = self.snapshot();
         if let Some(old) = &self.last {
             if *old != snap {
@@ -1107,16 +1127,25 @@ impl Driver {
                     .retain(|s| lines.iter().all(|l| s.send(l.clone()).is_ok()));
             }
         }
-        let connected = snap.connection.as_ref().is_some_and(|c| {
+        let established = |c: &str| {
             !matches!(
-                c.cstate.as_str(),
-                "StandAlone" | "Unconnected" | "WFConnection" | "WFReportParams"
-            ) && !c.cstate.contains("Failure")
-                && !matches!(
-                    c.cstate.as_str(),
-                    "Timeout" | "BrokenPipe" | "ProtocolError" | "TearDown" | "Disconnecting"
-                )
-        });
+                c,
+                "StandAlone"
+                    | "Disconnecting"
+                    | "Unconnected"
+                    | "Timeout"
+                    | "BrokenPipe"
+                    | "NetworkFailure"
+                    | "ProtocolError"
+                    | "TearDown"
+                    | "WFConnection"
+                    | "WFReportParams"
+            )
+        };
+        let connected = snap
+            .connection
+            .as_ref()
+            .is_some_and(|c| established(&c.cstate));
         let synced = connected
             && snap.volumes.iter().all(|v| {
                 v.cstate == "Connected" && v.disk == "UpToDate" && v.peer_disk == "UpToDate"

@@ -396,7 +396,7 @@ pub fn snapshot(env: &AdmEnv, res: &str) -> Result<Option<StatusSnapshot>, VerbE
         return Ok(None);
     };
     match c.call(Request::Status) {
-        Ok(Response::Status(s)) => Ok(Some(s)),
+        Ok(Response::Status(s)) => Ok(Some(*s)),
         other => Err(VerbError::new(
             EXIT_NO_DAEMON,
             format!("{res}: status: {other:?}"),

@@ -49,10 +49,12 @@ impl Daemon {
             &Default::default(),
         )
         .unwrap();
-        let mut net = NetOptions::default();
-        net.connect_int_s = 1;
-        net.ping_timeout_ds = 5;
-        net.ping_int_s = 2;
+        let net = NetOptions {
+            connect_int_s: 1,
+            ping_timeout_ds: 5,
+            ping_int_s: 2,
+            ..Default::default()
+        };
         Daemon {
             child: None,
             log: run_dir.join("udrbd.log"),
@@ -132,7 +134,7 @@ impl Daemon {
 
     pub fn status(&self) -> StatusSnapshot {
         match self.call(Request::Status) {
-            Response::Status(s) => s,
+            Response::Status(s) => *s,
             other => panic!("status: {other:?}"),
         }
     }
