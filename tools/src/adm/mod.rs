@@ -390,6 +390,10 @@ impl Context {
 /// `udrbdadm dump`: what `drbdadm dump` prints.
 pub fn dump(args: &Args, node: &str) -> Result<String, AdmError> {
     let config = udrbd_config::load(&args.config_path)?;
+    // drbdadm prints what it only warns about on stderr, too.
+    for w in &config.warnings {
+        eprintln!("{w}");
+    }
     let opts = udrbd_config::DumpOptions {
         expand_common: args.dry_run || args.verbose,
         verbose: args.verbose,
