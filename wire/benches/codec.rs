@@ -45,6 +45,13 @@ fn p_data_4k(c: &mut Criterion) {
             Decoded::NeedMore { .. } => unreachable!(),
         })
     });
+    let shared = Bytes::from(wire.clone());
+    g.bench_function("decode_shared", |b| {
+        b.iter(|| match dec.decode_shared(black_box(&shared)).unwrap() {
+            Decoded::Frame { frame, .. } => black_box(frame),
+            Decoded::NeedMore { .. } => unreachable!(),
+        })
+    });
     g.bench_function("encode_decode", |b| {
         b.iter(|| {
             out.clear();

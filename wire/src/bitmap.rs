@@ -15,6 +15,7 @@ use crate::command::Command;
 use crate::error::{bad_field, DecodeError, Expected};
 use crate::header::Header;
 use crate::packet::Packet;
+use crate::reader::Origin;
 use crate::vli::{self, BitReader, BitWriter};
 use crate::SOCKET_BUFFER_SIZE;
 
@@ -73,6 +74,14 @@ pub struct CompressedBitmap {
 
 impl CompressedBitmap {
     pub fn decode(header: &Header, payload: &[u8]) -> Result<CompressedBitmap, DecodeError> {
+        Self::decode_in(header, payload, Origin::default())
+    }
+
+    pub(crate) fn decode_in(
+        header: &Header,
+        payload: &[u8],
+        origin: Origin<'_>,
+    ) -> Result<CompressedBitmap, DecodeError> {
         let cmd = header.command;
         // drbd_receiver.c: receive_bitmap — more than the encoding byte, and the packet must
         // fit the 4 KiB socket buffer.
@@ -99,7 +108,7 @@ impl CompressedBitmap {
         Ok(CompressedBitmap {
             first_run_set: enc & 0x80 != 0,
             pad_bits: (enc >> 4) & 0x7,
-            code: Bytes::copy_from_slice(&payload[1..]),
+            code: origin.bytes(&payload[1..]),
         })
     }
 

@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::error::{expect_len, expect_min, DecodeError};
 use crate::header::Header;
-use crate::reader::Reader;
+use crate::reader::{Origin, Reader};
 use crate::BlockId;
 
 /// dp_flags bits (drbd_protocol.h DP_*).
@@ -98,6 +98,15 @@ pub struct Data {
 impl Data {
     /// Decodes with the agreed data-integrity digest size (drbd_receiver.c: read_in_block).
     pub fn decode(header: &Header, payload: &[u8], digest_len: usize) -> Result<Data, DecodeError> {
+        Self::decode_in(header, payload, digest_len, Origin::default())
+    }
+
+    pub(crate) fn decode_in(
+        header: &Header,
+        payload: &[u8],
+        digest_len: usize,
+        origin: Origin<'_>,
+    ) -> Result<Data, DecodeError> {
         expect_min(header.command, payload, P_DATA_LEN + digest_len)?;
         let mut r = Reader::new(header.command, payload);
         Ok(Data {
@@ -105,8 +114,8 @@ impl Data {
             block_id: BlockId(r.array()?),
             seq_num: r.u32()?,
             dp_flags: DpFlags(r.u32()?),
-            digest: Bytes::copy_from_slice(r.take(digest_len)?),
-            data: Bytes::copy_from_slice(r.rest()),
+            digest: origin.bytes(r.take(digest_len)?),
+            data: origin.bytes(r.rest()),
         })
     }
 
@@ -191,6 +200,15 @@ impl Wsame {
         payload: &[u8],
         digest_len: usize,
     ) -> Result<Wsame, DecodeError> {
+        Self::decode_in(header, payload, digest_len, Origin::default())
+    }
+
+    pub(crate) fn decode_in(
+        header: &Header,
+        payload: &[u8],
+        digest_len: usize,
+        origin: Origin<'_>,
+    ) -> Result<Wsame, DecodeError> {
         expect_min(header.command, payload, P_TRIM_LEN + digest_len)?;
         let mut r = Reader::new(header.command, payload);
         Ok(Wsame {
@@ -199,8 +217,8 @@ impl Wsame {
             seq_num: r.u32()?,
             dp_flags: DpFlags(r.u32()?),
             size: r.u32()?,
-            digest: Bytes::copy_from_slice(r.take(digest_len)?),
-            data: Bytes::copy_from_slice(r.rest()),
+            digest: origin.bytes(r.take(digest_len)?),
+            data: origin.bytes(r.rest()),
         })
     }
 
@@ -264,12 +282,20 @@ pub struct DigestReq {
 
 impl DigestReq {
     pub fn decode(header: &Header, payload: &[u8]) -> Result<DigestReq, DecodeError> {
+        Self::decode_in(header, payload, Origin::default())
+    }
+
+    pub(crate) fn decode_in(
+        header: &Header,
+        payload: &[u8],
+        origin: Origin<'_>,
+    ) -> Result<DigestReq, DecodeError> {
         expect_min(header.command, payload, BLOCK_REQ_LEN)?;
         let mut r = Reader::new(header.command, payload);
         let req = BlockReq::decode_prefix(&mut r)?;
         Ok(DigestReq {
             req,
-            digest: Bytes::copy_from_slice(r.rest()),
+            digest: origin.bytes(r.rest()),
         })
     }
 

@@ -12,6 +12,7 @@ use crate::error::{expect_len, DecodeError, EncodeError, Expected};
 use crate::features::{Features, FEATURES_LEN};
 use crate::header::{Header, HeaderKind};
 use crate::protocol::{Protocol, SyncParam};
+use crate::reader::Origin;
 use crate::sizes::Sizes;
 use crate::state::{ReqState, State, StateChgReply};
 use crate::uuids::{decode_sync_uuid, Uuids};
@@ -152,14 +153,33 @@ impl Packet {
         payload: &[u8],
         dialect: &Dialect,
     ) -> Result<Packet, DecodeError> {
+        Self::decode_in(header, payload, dialect, Origin::default())
+    }
+
+    /// Like [`Packet::decode`], but data, digests and other byte fields are zero-copy
+    /// slices of `payload`.
+    pub fn decode_shared(
+        header: &Header,
+        payload: &Bytes,
+        dialect: &Dialect,
+    ) -> Result<Packet, DecodeError> {
+        Self::decode_in(header, payload, dialect, Origin(Some(payload)))
+    }
+
+    pub(crate) fn decode_in(
+        header: &Header,
+        payload: &[u8],
+        dialect: &Dialect,
+        origin: Origin<'_>,
+    ) -> Result<Packet, DecodeError> {
         use Packet as P;
         let h = header;
         let digest = dialect.digest_len;
         let empty = |p: Packet| expect_len(h.command, payload, 0).map(|_| p);
         Ok(match h.command {
-            Command::DATA => P::Data(Data::decode(h, payload, digest)?),
-            Command::DATA_REPLY => P::DataReply(Data::decode(h, payload, digest)?),
-            Command::RS_DATA_REPLY => P::RsDataReply(Data::decode(h, payload, digest)?),
+            Command::DATA => P::Data(Data::decode_in(h, payload, digest, origin)?),
+            Command::DATA_REPLY => P::DataReply(Data::decode_in(h, payload, digest, origin)?),
+            Command::RS_DATA_REPLY => P::RsDataReply(Data::decode_in(h, payload, digest, origin)?),
             Command::BARRIER => P::Barrier(Barrier::decode(h, payload)?),
             Command::BITMAP => P::Bitmap(PlainBitmap::decode(h, payload)?),
             Command::UNPLUG_REMOTE => empty(P::UnplugRemote)?,
@@ -184,7 +204,7 @@ impl Packet {
                         got: payload.len(),
                     });
                 }
-                P::AuthChallenge(Bytes::copy_from_slice(payload))
+                P::AuthChallenge(origin.bytes(payload))
             }
             Command::AUTH_RESPONSE => {
                 // Longest HMAC we know is sha512; the auth check compares the exact size.
@@ -195,7 +215,7 @@ impl Packet {
                         got: payload.len(),
                     });
                 }
-                P::AuthResponse(Bytes::copy_from_slice(payload))
+                P::AuthResponse(origin.bytes(payload))
             }
             Command::STATE_CHG_REQ => P::StateChgReq(ReqState::decode(h, payload)?),
             Command::PING => empty(P::Ping)?,
@@ -210,13 +230,13 @@ impl Packet {
             Command::BARRIER_ACK => P::BarrierAck(BarrierAck::decode(h, payload)?),
             Command::STATE_CHG_REPLY => P::StateChgReply(StateChgReply::decode(h, payload)?),
             Command::OV_REQUEST => P::OvRequest(BlockReq::decode(h, payload)?),
-            Command::OV_REPLY => P::OvReply(DigestReq::decode(h, payload)?),
+            Command::OV_REPLY => P::OvReply(DigestReq::decode_in(h, payload, origin)?),
             Command::OV_RESULT => P::OvResult(BlockAck::decode(h, payload)?),
-            Command::CSUM_RS_REQUEST => P::CsumRsRequest(DigestReq::decode(h, payload)?),
+            Command::CSUM_RS_REQUEST => P::CsumRsRequest(DigestReq::decode_in(h, payload, origin)?),
             Command::RS_IS_IN_SYNC => P::RsIsInSync(BlockAck::decode(h, payload)?),
             Command::SYNC_PARAM89 => P::SyncParam89(SyncParam::decode(h, payload, dialect.apv)?),
             Command::COMPRESSED_BITMAP => {
-                P::CompressedBitmap(CompressedBitmap::decode(h, payload)?)
+                P::CompressedBitmap(CompressedBitmap::decode_in(h, payload, origin)?)
             }
             Command::DELAY_PROBE => P::DelayProbe(DelayProbe::decode(h, payload)?),
             Command::OUT_OF_SYNC => P::OutOfSync(BlockDesc::decode(h, payload)?),
@@ -230,14 +250,14 @@ impl Packet {
             Command::TRIM => P::Trim(Trim::decode(h, payload)?),
             Command::RS_THIN_REQ => P::RsThinReq(BlockReq::decode(h, payload)?),
             Command::RS_DEALLOCATED => P::RsDeallocated(BlockDesc::decode(h, payload)?),
-            Command::WSAME => P::Wsame(Wsame::decode(h, payload, digest)?),
+            Command::WSAME => P::Wsame(Wsame::decode_in(h, payload, digest, origin)?),
             Command::ZEROES => P::Zeroes(Trim::decode(h, payload)?),
             Command::INITIAL_META => empty(P::InitialMeta)?,
             Command::INITIAL_DATA => empty(P::InitialData)?,
             Command::CONNECTION_FEATURES => P::ConnectionFeatures(Features::decode(h, payload)?),
             command => P::Unknown {
                 command,
-                payload: Bytes::copy_from_slice(payload),
+                payload: origin.bytes(payload),
             },
         })
     }

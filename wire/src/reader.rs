@@ -63,3 +63,25 @@ impl<'a> Reader<'a> {
         s
     }
 }
+
+/// Where payload slices come from: with a shared `Bytes` buffer, byte fields are cheap
+/// sub-slices of it (no copy); without, they are copied out.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Origin<'a>(pub(crate) Option<&'a bytes::Bytes>);
+
+impl Origin<'_> {
+    /// `s` must lie inside the origin buffer when there is one (all callers slice it from
+    /// the payload that was taken from that buffer).
+    pub(crate) fn bytes(&self, s: &[u8]) -> bytes::Bytes {
+        match self.0 {
+            Some(b) if s.is_empty() || contains(b, s) => b.slice_ref(s),
+            _ => bytes::Bytes::copy_from_slice(s),
+        }
+    }
+}
+
+fn contains(outer: &[u8], inner: &[u8]) -> bool {
+    let o = outer.as_ptr() as usize;
+    let i = inner.as_ptr() as usize;
+    i >= o && i + inner.len() <= o + outer.len()
+}

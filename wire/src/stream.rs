@@ -8,7 +8,10 @@
 use crate::command::Command;
 use crate::error::DecodeError;
 use crate::header::Header;
+use bytes::Bytes;
+
 use crate::packet::{Frame, Packet};
+use crate::reader::Origin;
 use crate::Dialect;
 
 /// Outcome of one decode step.
@@ -67,6 +70,16 @@ impl StreamDecoder {
 
     /// Decodes the first frame in `buf`, if complete.
     pub fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
+        self.decode_in(buf, Origin::default())
+    }
+
+    /// Like [`StreamDecoder::decode`], but byte fields (data, digests) are zero-copy slices of
+    /// `buf` (for a receive buffer kept as `Bytes`, e.g. from `BytesMut::freeze`).
+    pub fn decode_shared(&self, buf: &Bytes) -> Result<Decoded, DecodeError> {
+        self.decode_in(buf, Origin(Some(buf)))
+    }
+
+    fn decode_in(&self, buf: &[u8], origin: Origin<'_>) -> Result<Decoded, DecodeError> {
         let header_size = self.dialect.header_size();
         if buf.len() < header_size {
             // Reject a wrong magic as soon as its bytes are there: no point waiting for more.
@@ -86,7 +99,7 @@ impl StreamDecoder {
         let Some(payload) = buf.get(header_size..total) else {
             return Ok(Decoded::NeedMore { need: total });
         };
-        let packet = Packet::decode(&header, payload, &self.dialect)?;
+        let packet = Packet::decode_in(&header, payload, &self.dialect, origin)?;
         debug_assert!(total <= buf.len());
         Ok(Decoded::Frame {
             frame: Frame {
@@ -187,6 +200,37 @@ mod tests {
                 max: 1000
             })
         );
+    }
+
+    #[test]
+    fn shared_decode_slices_instead_of_copying() {
+        let d = Dialect::KERNEL_101;
+        let data = crate::Data {
+            sector: 8,
+            block_id: crate::BlockId::from_u64(1),
+            seq_num: 1,
+            dp_flags: crate::DpFlags(0),
+            digest: Bytes::new(),
+            data: Bytes::from(vec![7u8; 4096]),
+        };
+        let wire = Bytes::from(
+            Frame::new(Volume(0), Packet::Data(data))
+                .to_vec(&d)
+                .unwrap(),
+        );
+        let dec = StreamDecoder::new(d, 1 << 20);
+        let (Decoded::Frame { frame: a, .. }, Decoded::Frame { frame: b, .. }) = (
+            dec.decode(&wire).unwrap(),
+            dec.decode_shared(&wire).unwrap(),
+        ) else {
+            panic!("frames expected")
+        };
+        assert_eq!(a, b);
+        let Packet::Data(shared) = &b.packet else {
+            panic!()
+        };
+        // 16-byte header + 24-byte p_data precede the data in the same allocation.
+        assert_eq!(shared.data.as_ptr(), wire[40..].as_ptr());
     }
 
     #[test]

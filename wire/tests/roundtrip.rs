@@ -403,6 +403,12 @@ fn check_round_trip(d: &Dialect, frame: &Frame, kind: HeaderKind) -> Result<(), 
         }
         other => return Err(TestCaseError::fail(format!("{kind:?}: {other:?}"))),
     }
+    // The zero-copy path gives the same frame.
+    let shared = bytes::Bytes::from(bytes.clone());
+    match dec.decode_shared(&shared) {
+        Ok(Decoded::Frame { frame: got, .. }) => prop_assert_eq!(&got, frame),
+        other => return Err(TestCaseError::fail(format!("shared {kind:?}: {other:?}"))),
+    }
     // Every strict prefix asks for more and never errors.
     for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
         prop_assert!(
