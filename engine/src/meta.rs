@@ -122,6 +122,9 @@ impl Bitmap {
         }
         None
     }
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty_pages.is_empty()
+    }
     pub fn mark_all_dirty(&mut self) {
         let pages = self.nbits.div_ceil(BITS_PER_PAGE);
         self.dirty_pages.extend(0..pages);
@@ -262,26 +265,36 @@ impl ActivityLog {
             .min_by_key(|(_, v)| v.2)
             .map(|(k, v)| (*k, v.0));
         match victim {
-            Some((old, slot)) => AlNeed::Transaction {
-                slot,
-                extent,
-                evicted: Some(old),
-            },
+            Some((old, slot)) => {
+                // The victim stops being hot now, so no new write can start in it; the on-disk
+                // log keeps covering it until the transaction is durable.
+                self.hot.remove(&old);
+                AlNeed::Transaction {
+                    slot,
+                    extent,
+                    evicted: Some(old),
+                }
+            }
             None => AlNeed::Full,
         }
     }
-    /// Applies a planned transaction (after its write is durable) and takes the reference.
+    pub fn is_hot(&self, extent: u32) -> bool {
+        self.hot.contains_key(&extent)
+    }
+    /// Whether making `extent` hot needs an eviction.
+    pub fn needs_eviction(&self, extent: u32) -> bool {
+        !self.hot.contains_key(&extent) && self.slots.iter().all(|s| s.is_some())
+    }
+    /// Applies a planned transaction once its write is durable (no reference taken).
     pub fn commit(&mut self, slot: usize, extent: u32, evicted: Option<u32>) {
         if let Some(old) = evicted {
             self.hot.remove(&old);
         }
-        if let Some(prev) = self.hot.get_mut(&extent) {
-            // Another writer made it hot meanwhile.
-            prev.1 += 1;
+        if self.hot.contains_key(&extent) {
             return;
         }
         self.slots[slot] = Some(extent);
-        self.hot.insert(extent, (slot, 1, self.tick));
+        self.hot.insert(extent, (slot, 0, self.tick));
     }
     pub fn release(&mut self, extent: u32) {
         if let Some(e) = self.hot.get_mut(&extent) {

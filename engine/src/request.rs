@@ -63,6 +63,8 @@ pub struct Request {
     pub al_extents: Vec<u32>,
     /// AL transactions still outstanding before the request may start.
     pub al_pending: u32,
+    /// Cold extents whose AL transaction this request waits for.
+    pub al_wait: Vec<u32>,
     pub completed: bool,
     pub barrier_acked: bool,
     /// Read result.

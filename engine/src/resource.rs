@@ -131,6 +131,10 @@ struct Device {
     /// The SyncTarget finishes once the ping with this number is answered (drbd_resync_finished
     /// pings first, so every P_RS_WRITE_ACK sent before has reached the SyncSource).
     finish_at_ping_ack: Option<u64>,
+    sb_in_flight: bool,
+    sb_again: bool,
+    bm_in_flight: bool,
+    bm_again: bool,
     /// `new_state_tmp.disk` while Negotiating.
     negotiated_disk: DiskState,
     /// Peer's state word was seen in this connection.
@@ -174,8 +178,12 @@ enum Io {
         extent: u32,
         evicted: Option<u32>,
     },
-    Superblock,
-    Bitmap,
+    Superblock {
+        vol: u16,
+    },
+    Bitmap {
+        vol: u16,
+    },
 }
 
 /// A peer write deferred because it overlaps one in flight (spec §11.5).
@@ -283,6 +291,10 @@ impl Resource {
                     bm_rx: BmCursor::default(),
                     consider_resync: false,
                     finish_at_ping_ack: None,
+                    sb_in_flight: false,
+                    sb_again: false,
+                    bm_in_flight: false,
+                    bm_again: false,
                     negotiated_disk: disk,
                     got_state: false,
                 },
@@ -700,7 +712,21 @@ impl Resource {
     /// Persists the superblock. With `gate`, later sends wait until it is durable (the kernel's
     /// synchronous drbd_md_sync before telling the peer).
     fn write_superblock(&mut self, vol: u16, gate: bool) {
-        let Some(d) = self.devs.get(&vol) else { return };
+        let Some(d) = self.devs.get_mut(&vol) else { return };
+        if d.ld.is_none() {
+            return;
+        }
+        // One superblock write in flight at a time: two writes to the same sectors could land in
+        // either order. A later change is written when the current one is durable.
+        if d.sb_in_flight {
+            d.sb_again = true;
+            if gate {
+                self.gate.insert(sb_token(vol));
+            }
+            return;
+        }
+        d.sb_in_flight = true;
+        let d = &self.devs[&vol];
         let Some(ld) = &d.ld else { return };
         let sb = SuperblockImage {
             layout: &ld.d.layout,
@@ -717,7 +743,7 @@ impl Resource {
             flags: ld.d.flags,
             la_size_sect: d.capacity,
         };
-        let io = self.io_id(Io::Superblock);
+        let io = self.io_id(Io::Superblock { vol });
         if gate {
             self.gate.insert(io);
         }
@@ -735,6 +761,11 @@ impl Resource {
         let Some(d) = self.devs.get_mut(&vol) else {
             return;
         };
+        if d.bm_in_flight {
+            // Pages stay dirty and go out with the next write (same-page ordering).
+            d.bm_again = true;
+            return;
+        }
         let Some(ld) = &mut d.ld else { return };
         let pages = ld.bitmap.take_dirty();
         if pages.is_empty() {
@@ -759,7 +790,8 @@ impl Resource {
             .as_ref()
             .map(|l| l.bitmap.words()[first_word as usize..last as usize].to_vec())
             .unwrap_or_default();
-        let io = self.io_id(Io::Bitmap);
+        self.devs.get_mut(&vol).expect("exists").bm_in_flight = true;
+        let io = self.io_id(Io::Bitmap { vol });
         self.out.push_back(Output::WriteMeta {
             io,
             volume: Volume(vol),
@@ -1745,6 +1777,11 @@ impl Resource {
     }
 }
 
+/// Gate token standing for "the superblock write queued behind the one in flight".
+fn sb_token(vol: u16) -> IoId {
+    IoId(u64::MAX - vol as u64)
+}
+
 impl LocalDisk {
     fn attach(d: AttachedDisk, al_extents: u32) -> LocalDisk {
         let size = if d.la_size_sect != 0 {
@@ -1960,6 +1997,7 @@ impl Resource {
             net: Net::None,
             al_extents: Vec::new(),
             al_pending: 0,
+            al_wait: Vec::new(),
             completed: false,
             barrier_acked: false,
             read_data: None,
@@ -1970,29 +2008,31 @@ impl Resource {
             // Activity log: every extent hot and durable before the first write into it.
             let first = meta::al_extent(sector);
             let last = meta::al_extent(sector + len as u64 / 512 - 1);
-            let mut pending = 0;
+            let mut held = Vec::new();
+            let mut wait = Vec::new();
             for e in first..=last {
                 match self.al_begin(v, e) {
-                    Some(true) => {}
-                    Some(false) => pending += 1,
+                    Some(true) => held.push(e),
+                    Some(false) => wait.push(e),
                     None => {
-                        // AL full: wait for a release, then start over.
+                        // AL busy or full: give back what we hold, wait, then start over.
+                        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                            for x in &held {
+                                ld.al.release(*x);
+                            }
+                        }
                         self.al_waiters.push_back(cookie);
                         let r = self.tl.reqs.get_mut(&cookie).expect("inserted");
                         r.al_pending = u32::MAX;
                         return;
                     }
                 }
-                self.tl
-                    .reqs
-                    .get_mut(&cookie)
-                    .expect("inserted")
-                    .al_extents
-                    .push(e);
             }
             let r = self.tl.reqs.get_mut(&cookie).expect("inserted");
-            r.al_pending = pending;
-            if pending > 0 {
+            r.al_extents = held;
+            r.al_pending = wait.len() as u32;
+            r.al_wait = wait;
+            if r.al_pending > 0 {
                 return;
             }
         }
@@ -2001,6 +2041,28 @@ impl Resource {
 
     /// Takes an AL reference: Some(true) hot now, Some(false) transaction issued, None full.
     fn al_begin(&mut self, v: u16, extent: u32) -> Option<bool> {
+        // AL transactions are written one at a time (their context windows describe the hot
+        // set as of their writing; two in flight could contradict each other on replay).
+        let in_flight = self.ios.values().find_map(|io| match io {
+            Io::AlTransaction { vol, extent: e, .. } if *vol == v => Some(*e),
+            _ => None,
+        });
+        let d = self.devs.get_mut(&v)?;
+        let bm_busy = d.bm_in_flight;
+        let ld = d.ld.as_mut()?;
+        if ld.al.is_hot(extent) {
+            let _ = ld.al.begin(extent);
+            return Some(true);
+        }
+        if let Some(e) = in_flight {
+            return if e == extent { Some(false) } else { None };
+        }
+        // Before evicting, the bitmap must be on disk: the evicted extent's bits are no longer
+        // recovered by apply-al (drbd_actlog.c writes the bitmap pages first).
+        if ld.al.needs_eviction(extent) && (ld.bitmap.has_dirty() || bm_busy) {
+            self.write_bitmap(v);
+            return None;
+        }
         let ld = self.devs.get_mut(&v)?.ld.as_mut()?;
         match ld.al.begin(extent) {
             AlNeed::Hot => Some(true),
@@ -2010,11 +2072,6 @@ impl Resource {
                 extent,
                 evicted,
             } => {
-                // Another request may already be writing this extent's transaction.
-                let already = self.ios.values().any(|io| matches!(io, Io::AlTransaction { vol, extent: e, .. } if *vol == v && *e == extent));
-                if already {
-                    return Some(false);
-                }
                 let layout = ld.d.layout;
                 let (tr, w) = ld.al.transaction(&layout, slot, extent);
                 let mut hot = ld.al.hot_extents();
@@ -2192,6 +2249,7 @@ impl Resource {
                 net: Net::None,
                 al_extents: Vec::new(),
                 al_pending: 0,
+                al_wait: Vec::new(),
                 completed: false,
                 barrier_acked: true,
                 read_data: None,
@@ -2242,6 +2300,7 @@ impl Resource {
                 ReqKind::Read => matches!(
                     (r.local, r.net),
                     (Local::Done { ok: true }, _)
+                        | (Local::Done { ok: false }, Net::None)
                         | (_, Net::Acked { .. })
                         | (_, Net::Failed)
                         | (_, Net::Lost)
@@ -2330,7 +2389,27 @@ impl Resource {
         let Some(what) = self.ios.remove(&io) else {
             return;
         };
-        if self.gate.remove(&io) {
+        let was_gate = self.gate.remove(&io);
+        match what {
+            Io::Superblock { vol } => {
+                let d = self.devs.get_mut(&vol).expect("volumes are never removed");
+                d.sb_in_flight = false;
+                if std::mem::take(&mut d.sb_again) {
+                    let gated = self.gate.remove(&sb_token(vol));
+                    self.write_superblock(vol, gated);
+                }
+            }
+            Io::Bitmap { vol } => {
+                let d = self.devs.get_mut(&vol).expect("volumes are never removed");
+                d.bm_in_flight = false;
+                if std::mem::take(&mut d.bm_again) {
+                    self.write_bitmap(vol);
+                }
+                self.retry_al_waiters();
+            }
+            _ => {}
+        }
+        if was_gate {
             self.release_held();
         }
         if result.is_err() {
@@ -2345,8 +2424,6 @@ impl Resource {
         {
             if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
                 ld.al.commit(slot, extent, evicted);
-                // commit took one reference for the planner; each waiting request takes its own.
-                ld.al.release(extent);
             }
             let waiting: Vec<u64> = self
                 .tl
@@ -2356,7 +2433,7 @@ impl Resource {
                     r.volume.0 == vol
                         && r.local == Local::WaitAl
                         && r.al_pending != u32::MAX
-                        && r.al_extents.contains(&extent)
+                        && r.al_wait.contains(&extent)
                 })
                 .map(|(c, _)| *c)
                 .collect();
@@ -2365,11 +2442,14 @@ impl Resource {
                     let _ = ld.al.begin(extent);
                 }
                 let r = self.tl.reqs.get_mut(&c).expect("listed");
+                r.al_wait.retain(|x| *x != extent);
+                r.al_extents.push(extent);
                 r.al_pending = r.al_pending.saturating_sub(1);
                 if r.al_pending == 0 {
                     self.submit_write(c);
                 }
             }
+            self.retry_al_waiters();
         }
     }
 
@@ -2517,7 +2597,7 @@ impl Resource {
                 }
                 self.flush_ready_epochs();
             }
-            Io::AlTransaction { .. } | Io::Superblock | Io::Bitmap => {}
+            Io::AlTransaction { .. } | Io::Superblock { .. } | Io::Bitmap { .. } => {}
         }
     }
 
