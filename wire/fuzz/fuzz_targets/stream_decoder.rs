@@ -8,6 +8,7 @@
 //! has fields the kernel ignores (pads, bytes after an algorithm name's NUL).
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use udrbd_wire::{Decoded, Dialect, FeatureFlags, Packet, StreamDecoder};
 
@@ -62,6 +63,18 @@ fuzz_target!(|data: &[u8]| {
                 consumed,
             }) => {
                 assert!(consumed <= rest.len());
+                // The zero-copy path must agree with the copying one.
+                let shared = Bytes::copy_from_slice(rest);
+                match dec.decode_shared(&shared) {
+                    Ok(Decoded::Frame {
+                        frame: f2,
+                        consumed: c2,
+                        ..
+                    }) => {
+                        assert_eq!((&f2, c2), (&frame, consumed));
+                    }
+                    other => panic!("decode_shared disagrees: {other:?}"),
+                }
                 assert_eq!(consumed, header.size() + header.length as usize);
                 let mut again = Vec::new();
                 frame
