@@ -179,7 +179,7 @@ impl Trim {
     }
 }
 
-/// P_WSAME payload: p_wsame, [digest], one logical block. Never send to a mainline >= 5.18
+/// P_WSAME payload: p_wsame, optional digest, one logical block. Never send to a mainline >= 5.18
 /// peer (spec §14).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Wsame {

@@ -13,7 +13,14 @@
 //!    flags (or a typed refusal). Switch both decoders with [`StreamDecoder::set_dialect`].
 //! 3. Once `P_PROTOCOL` agreed a data-integrity algorithm, set [`Dialect::digest_len`].
 //! 4. Encode outgoing packets with [`Frame::encode`]; feed received bytes to
-//!    [`StreamDecoder::decode`] and drop the `consumed` bytes it reports.
+//!    [`StreamDecoder::decode`] (or [`StreamDecoder::decode_shared`], whose data fields are
+//!    zero-copy slices of a `Bytes` buffer) and drop the `consumed` bytes it reports.
+//! 5. Send a bitmap with [`BitmapSender`] and merge the peer's with [`BitmapReceiver`]; the
+//!    packet sequence matches a kernel's bit for bit.
+//!
+//! Semantic limits (512-byte alignment, 1 MiB requests, device capacity, which packet is
+//! allowed in which state) are the engine's business; this crate enforces the framing and
+//! the payload-length rules the kernel's receiver applies (spec §5, drbd_receiver.c).
 //!
 //! ```
 //! use udrbd_wire::{Dialect, Frame, Packet, StreamDecoder, Decoded, Volume};
