@@ -509,3 +509,61 @@ fn large_payloads_pick_h95_between_95_and_99() {
         Err(EncodeError::PayloadTooLong { .. })
     ));
 }
+
+/// A bitmap made of runs: (length, set) pairs, so RLE has something to chew on.
+fn arb_bitmap() -> impl Strategy<Value = (u64, Vec<u64>)> {
+    prop::collection::vec(
+        (
+            prop_oneof![1u64..8, 8u64..300, 300u64..20_000, Just(64u64)],
+            any::<bool>(),
+        ),
+        0..200,
+    )
+    .prop_map(|runs| {
+        let bm_bits: u64 = runs.iter().map(|r| r.0).sum();
+        let mut words = vec![0u64; bm_bits.div_ceil(64) as usize];
+        let mut at = 0u64;
+        for (len, set) in runs {
+            if set {
+                for i in at..at + len {
+                    words[(i / 64) as usize] |= 1 << (i % 64);
+                }
+            }
+            at += len;
+        }
+        (bm_bits, words)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn bitmap_transfer_reproduces_any_bitmap(
+        (bm_bits, words) in arb_bitmap(),
+        apv in prop_oneof![Just(96u32), Just(101u32)],
+        use_rle in any::<bool>(),
+    ) {
+        let d = Dialect { apv, features: FeatureFlags(0), digest_len: 0 };
+        let mut tx = BitmapSender::new(bm_bits, d.header_size(), use_rle);
+        let mut rx = BitmapReceiver::new(bm_bits, d.header_size());
+        let mut out = vec![0u64; words.len()];
+        let dec = StreamDecoder::new(d, SOCKET_BUFFER_SIZE);
+        let mut packets = 0;
+        while let Some(p) = tx.next_packet(&words) {
+            packets += 1;
+            prop_assert!(packets < 100_000);
+            // Every packet fits the kernel's 4 KiB bitmap buffer and survives the codec.
+            let bytes = Frame::new(Volume(0), p.clone()).to_vec(&d).unwrap();
+            prop_assert!(bytes.len() <= SOCKET_BUFFER_SIZE);
+            let Ok(Decoded::Frame { frame, .. }) = dec.decode(&bytes) else {
+                return Err(TestCaseError::fail("bitmap packet does not decode"));
+            };
+            prop_assert_eq!(&frame.packet, &p);
+            let done = rx.handle(&frame.packet, &mut out).unwrap();
+            prop_assert_eq!(done, tx.is_done());
+        }
+        prop_assert!(rx.is_done());
+        prop_assert_eq!(out, words);
+    }
+}
