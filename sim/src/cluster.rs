@@ -68,6 +68,8 @@ struct Node {
     wrote_as_primary: bool,
     /// Blocks whose visible content changed on this node's disk since the last check.
     dirty_blocks: BTreeSet<u64>,
+    /// Data writes submitted to the disk and not completed, as block ranges.
+    pending_writes: HashMap<IoId, std::ops::Range<u64>>,
     /// Blocks a crash of this node changed (lost or tore), checked against the AL at restart.
     crash_changed: Vec<u64>,
     crashed_as_primary: bool,
@@ -177,6 +179,7 @@ impl Cluster {
                 disk_errors: false,
                 wrote_as_primary: false,
                 dirty_blocks: BTreeSet::new(),
+                pending_writes: HashMap::new(),
                 crash_changed: Vec::new(),
                 crashed_as_primary: false,
                 logs: Vec::new(),
@@ -370,6 +373,9 @@ impl Cluster {
             }
             match c.tag {
                 Tag::Data(io) => {
+                    if let Some(r) = self.nodes[n].pending_writes.remove(&io) {
+                        self.nodes[n].dirty_blocks.extend(r);
+                    }
                     let result = match c.result {
                         DiskResult::Read(bytes) => Ok(Some(Bytes::from(bytes))),
                         DiskResult::Written | DiskResult::Flushed => Ok(None),
@@ -440,7 +446,7 @@ impl Cluster {
         if let DiskOp::Write { offset, data, .. } = &op {
             let first = offset / BLOCK_BYTES;
             let last = (offset + data.len() as u64).div_ceil(BLOCK_BYTES);
-            self.nodes[n].dirty_blocks.extend(first..last);
+            self.nodes[n].pending_writes.insert(io, first..last);
         }
         self.nodes[n].disk.submit(self.now_ns, Tag::Data(io), op);
     }
@@ -629,6 +635,16 @@ impl Cluster {
                     && change.old.disk != DiskState::UpToDate
                 {
                     self.check_node_data(n, "uptodate-from-older")?;
+                }
+                let was_target = matches!(
+                    change.old.conn,
+                    ConnState::SyncTarget | ConnState::PausedSyncT
+                );
+                if was_target
+                    && change.new.conn == ConnState::Connected
+                    && change.new.disk == DiskState::UpToDate
+                {
+                    self.check_identical(n, "resync-identical")?;
                 }
             }
             Output::Log { message, .. } => {
@@ -854,6 +870,7 @@ impl Cluster {
         node.meta_pending.clear();
         node.preflush_waiting.clear();
         node.meta_shadow.clear();
+        node.pending_writes.clear();
         node.crashed_as_primary = was_primary;
         let changed: Vec<u64> = blocks
             .iter()
@@ -1122,9 +1139,18 @@ impl Cluster {
 
     /// Cheap checks after every step.
     fn check_step(&mut self) -> Result<(), Failure> {
+        let dirty: [BTreeSet<u64>; NODES] =
+            std::array::from_fn(|n| std::mem::take(&mut self.nodes[n].dirty_blocks));
+        self.check_sync_direction()?;
+        let mut watch: BTreeSet<u64> = dirty.iter().flatten().copied().collect();
+        for node in &self.nodes {
+            for r in node.pending_writes.values() {
+                watch.extend(r.clone());
+            }
+        }
+        self.check_marked(&watch)?;
         // The Primary's data holds every acknowledged write (only blocks its disk changed).
-        for n in 0..NODES {
-            let dirty = std::mem::take(&mut self.nodes[n].dirty_blocks);
+        for (n, dirty) in dirty.into_iter().enumerate() {
             let s = self.snapshot(n);
             if self.model.diverged
                 || s.role != Some(Role::Primary)
@@ -1178,6 +1204,101 @@ impl Cluster {
             self.check_steady(false)?;
         }
         self.was_steady = steady;
+        Ok(())
+    }
+
+    /// The two sides never both think they are the sync source (or both the target): each
+    /// side's uuid_compare must come out as the other's mirror image (spec §10.2).
+    fn check_sync_direction(&self) -> Result<(), Failure> {
+        if !self.net.is_up() {
+            return Ok(());
+        }
+        let c: [Option<ConnState>; NODES] = std::array::from_fn(|n| self.snapshot(n).conn);
+        let source = |c: Option<ConnState>| {
+            matches!(
+                c,
+                Some(ConnState::WFBitMapS | ConnState::SyncSource | ConnState::PausedSyncS)
+            )
+        };
+        let target = |c: Option<ConnState>| {
+            matches!(
+                c,
+                Some(
+                    ConnState::WFBitMapT
+                        | ConnState::WFSyncUUID
+                        | ConnState::SyncTarget
+                        | ConnState::PausedSyncT
+                )
+            )
+        };
+        if (source(c[0]) && source(c[1])) || (target(c[0]) && target(c[1])) {
+            return Err(self.fail(
+                FailureClass::Correctness,
+                "sync-direction",
+                format!(
+                    "both nodes chose the same sync direction: {:?} / {:?}",
+                    c[0], c[1]
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A block that differs between the two disks is marked out of sync: by a node in a resync
+    /// state itself (it drives or serves the resync from its bitmap), otherwise by at least one
+    /// node. Blocks with upper-layer requests in flight are in motion and skipped, and so is the
+    /// moment between a crash and the survivor noticing the lost connection.
+    fn check_marked(&self, blocks: &BTreeSet<u64>) -> Result<(), Failure> {
+        if blocks.is_empty() || self.nodes.iter().any(|n| n.engine.is_none()) {
+            return Ok(());
+        }
+        let s: [Snapshot; NODES] = std::array::from_fn(|n| self.snapshot(n));
+        let unsettled =
+            s.iter().any(|x| x.conn.is_some_and(|c| c.is_established())) && !self.net.is_up();
+        if unsettled {
+            return Ok(());
+        }
+        let data_blocks = self.placement.data_sectors / SECTORS_PER_BLOCK;
+        for &b in blocks
+            .iter()
+            .filter(|b| **b < data_blocks && !self.busy.contains(b))
+        {
+            if self.read_block(0, b) == self.read_block(1, b) {
+                continue;
+            }
+            let marks: [Option<bool>; NODES] = std::array::from_fn(|n| {
+                self.nodes[n]
+                    .engine
+                    .as_ref()
+                    .and_then(|e| e.out_of_sync(VOL, b))
+            });
+            if marks.iter().any(|m| m.is_none()) {
+                continue;
+            }
+            for n in 0..NODES {
+                let resyncing = s[n].conn.is_some_and(|c| c.is_resync());
+                if resyncing && marks[n] == Some(false) {
+                    return Err(self.fail(FailureClass::Correctness, "out-of-sync-marked", format!(
+                        "node {n} is {:?} but block {b}, which differs from its peer (node 0 {:?}, node 1 {:?}), is not marked out of sync",
+                        s[n].conn,
+                        identify(&self.read_block(0, b), b),
+                        identify(&self.read_block(1, b), b)
+                    )));
+                }
+            }
+            if marks.iter().all(|m| *m == Some(false)) {
+                return Err(self.fail(
+                    FailureClass::Correctness,
+                    "out-of-sync-marked",
+                    format!(
+                    "block {b} differs (node 0 {:?}, node 1 {:?}) but neither bitmap marks it: {}",
+                    identify(&self.read_block(0, b), b),
+                    identify(&self.read_block(1, b), b),
+                    self.describe_states()
+                ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1239,6 +1360,36 @@ impl Cluster {
         }
         for n in 0..NODES {
             self.check_node_data(n, "in-sync")?;
+        }
+        Ok(())
+    }
+
+    /// Right when a SyncTarget declares its resync done, both data areas must be identical
+    /// (apart from blocks with upper-layer requests in flight): every resync write is done.
+    fn check_identical(&self, target: usize, check: &'static str) -> Result<(), Failure> {
+        if self.nodes.iter().any(|n| n.engine.is_none()) {
+            return Ok(());
+        }
+        let data_sectors = self.placement.data_sectors;
+        let mut sectors: Vec<u64> = self.nodes[0]
+            .disk
+            .touched_sectors()
+            .chain(self.nodes[1].disk.touched_sectors())
+            .collect();
+        sectors.sort_unstable();
+        sectors.dedup();
+        for s in sectors.into_iter().take_while(|s| *s < data_sectors) {
+            let b = s / SECTORS_PER_BLOCK;
+            if self.busy.contains(&b) {
+                continue;
+            }
+            if self.nodes[0].disk.sector_visible(s) != self.nodes[1].disk.sector_visible(s) {
+                return Err(self.fail(FailureClass::Correctness, check, format!(
+                    "node {target} finished its resync but sector {s} (block {b}) differs: node 0 {:?}, node 1 {:?}",
+                    identify(&self.read_block(0, b), b),
+                    identify(&self.read_block(1, b), b)
+                )));
+            }
         }
         Ok(())
     }
