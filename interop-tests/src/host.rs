@@ -121,11 +121,24 @@ pub(crate) fn run(what: &str, cmd: &mut Command) -> Result<std::process::Output,
     Ok(out)
 }
 
-/// Builds `bin` of workspace package `package` in release mode and returns its path.
+/// Builds `bin` of workspace package `package` in release mode and returns its path; once per
+/// process (tests in one binary share the result).
 ///
 /// The test calling this runs inside `cargo test`, which does not hold the build lock while
 /// tests run, so this uses the same target dir as the test binary and reuses its artifacts.
 pub fn build_workspace_bin(package: &str, bin: &str) -> Result<PathBuf, LabError> {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    // Held across the build so a second test asking for the same binary waits for the first.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(b, _)| b == bin) {
+        return Ok(path.clone());
+    }
+    let path = cargo_build_bin(package, bin)?;
+    built.push((bin.to_owned(), path.clone()));
+    Ok(path)
+}
+
+fn cargo_build_bin(package: &str, bin: &str) -> Result<PathBuf, LabError> {
     let exe = std::env::current_exe().map_err(LabError::io("current_exe"))?;
     // <target>/<profile>/deps/<test-binary>
     let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| {
@@ -139,10 +152,12 @@ pub fn build_workspace_bin(package: &str, bin: &str) -> Result<PathBuf, LabError
         .parent()
         .unwrap_or(Path::new("."));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let what = format!("cargo build --release -p {package} --bin {bin}");
+    // --workspace: resolve features as `cargo test --workspace` (CI) does, so the artifacts
+    // that run already built are reused instead of rebuilt with other features.
+    let what = format!("cargo build --release --workspace --bin {bin} (package {package})");
     eprintln!("udrbd-lab: {what} (target dir {})", target_dir.display());
     let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", package, "--bin", bin])
+        .args(["build", "--release", "--workspace", "--bin", bin])
         .current_dir(workspace)
         .env("CARGO_TARGET_DIR", target_dir)
         .status()
