@@ -72,6 +72,16 @@ pub enum Fencing {
     ResourceAndStonith,
 }
 
+/// `on-io-error` (disk section).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnIoError {
+    /// Drop the backing device (kernel default, `DRBD_ON_IO_ERROR_DEF` = EP_DETACH).
+    #[default]
+    Detach,
+    /// Keep the disk but mark it Inconsistent.
+    PassOn,
+}
+
 /// Deliberate bugs for the simulator's mutation check. Always compiled; `None` in production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutation {
@@ -156,6 +166,7 @@ pub struct DiskConfig {
     /// `al-extents` (default 1237).
     pub al_extents: u32,
     pub fencing: Fencing,
+    pub on_io_error: OnIoError,
     /// `disk { size }` in sectors, 0 = none.
     pub u_size_sect: u64,
 }
@@ -170,6 +181,7 @@ impl Default for DiskConfig {
             c_max_rate_kib: 102_400,
             al_extents: 1237,
             fencing: Fencing::DontCare,
+            on_io_error: OnIoError::Detach,
             u_size_sect: 0,
         }
     }

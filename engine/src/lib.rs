@@ -46,7 +46,7 @@ pub mod timer;
 pub mod uuid_compare;
 
 pub use config::{
-    AfterSbPolicy, AttachedDisk, DiskConfig, Fencing, HmacAlg, MetaLayout, Mutation, NetConfig,
+    AfterSbPolicy, AttachedDisk, DiskConfig, Fencing, HmacAlg, MetaLayout, Mutation, OnIoError, NetConfig,
     Protocol, ResourceConfig, VolumeOnDisk,
 };
 pub use error::{Consequence, Error, PeerIncompatible, PeerMisbehaved};

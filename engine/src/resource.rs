@@ -2470,6 +2470,7 @@ impl Resource {
                         _ => {
                             // Local read failed: retry at the peer if it has good data.
                             let v = r.volume.0;
+                            self.local_io_error(v, "READ");
                             let d = &self.devs[&v];
                             if d.st.conn >= ConnState::Connected && d.st.pdsk == DiskState::UpToDate
                             {
@@ -2488,6 +2489,7 @@ impl Resource {
                         Some(Volume(v)),
                         format!("local WRITE IO error sector {s}+{}", l / 512),
                     );
+                    self.local_io_error(v, "WRITE");
                 }
                 self.try_complete(cookie);
                 self.retry_rs_waiting();
@@ -2548,6 +2550,7 @@ impl Resource {
                     if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
                         ld.bitmap.set_range(sector, len);
                     }
+                    self.local_io_error(vol, "WRITE");
                 }
                 self.flush_ready_epochs();
                 self.start_deferred();
@@ -2573,6 +2576,7 @@ impl Resource {
                         self.send_data_with(reply, vol, &head, &data);
                     }
                     _ => {
+                        self.local_io_error(vol, "READ");
                         let neg = if reply == cmd::RS_DATA_REPLY {
                             cmd::NEG_RS_DREPLY
                         } else {
@@ -2587,6 +2591,10 @@ impl Resource {
                 }
             }
             Io::EpochFlush { epoch } => {
+                if result.is_err() {
+                    let v = *self.devs.keys().next().expect("one volume");
+                    self.local_io_error(v, "FLUSH");
+                }
                 if let Some((nr, size)) = self.rx.flushed(epoch) {
                     if self.conn >= ConnState::Connected {
                         let mut p = [0u8; 8];
@@ -2598,6 +2606,37 @@ impl Resource {
                 self.flush_ready_epochs();
             }
             Io::AlTransaction { .. } | Io::Superblock { .. } | Io::Bitmap { .. } => {}
+        }
+    }
+
+    /// A local I/O error: `on-io-error detach` drops the backing device (Failed → Diskless),
+    /// `pass_on` marks it Inconsistent (drbd_chk_io_error).
+    fn local_io_error(&mut self, v: u16, what: &str) {
+        let Some(d) = self.devs.get(&v) else { return };
+        if d.ld.is_none() || d.st.disk <= DiskState::Failed {
+            return;
+        }
+        match self.cfg.disk.on_io_error {
+            crate::config::OnIoError::Detach => {
+                self.log(
+                    LogLevel::Error,
+                    Some(Volume(v)),
+                    format!("Local IO failed in {what}. Detaching..."),
+                );
+                self.write_bitmap(v);
+                self.set_state(v, |s| s.disk = DiskState::Failed);
+                self.devs.get_mut(&v).expect("exists").ld = None;
+                self.set_state(v, |s| s.disk = DiskState::Diskless);
+            }
+            crate::config::OnIoError::PassOn => {
+                self.log(LogLevel::Error, Some(Volume(v)), format!("Local IO failed in {what}."));
+                if self.devs[&v].st.disk > DiskState::Inconsistent {
+                    self.set_state(v, |s| s.disk = DiskState::Inconsistent);
+                }
+            }
+        }
+        if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
+            self.send_state(v);
         }
     }
 
@@ -3404,6 +3443,16 @@ impl Resource {
     fn maybe_finish_resync_after_ping(&mut self) {
         self.ping_acks += 1;
         let acks = self.ping_acks;
+        // A connection being torn down cannot tell the peer the resync finished: declaring our
+        // disk UpToDate now would let the SyncSource go on writing unaware (and us be promoted).
+        let tearing_down = self.devs.values().any(|d| d.st.conn <= ConnState::TearDown)
+            || matches!(
+                self.pending_change,
+                Some(PendingChange { command: AdminCommand::Disconnect { .. }, .. })
+            );
+        if tearing_down {
+            return;
+        }
         let ready: Vec<u16> = self
             .devs
             .iter()
