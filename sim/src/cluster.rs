@@ -77,11 +77,11 @@ struct Node {
 }
 
 enum ReqKind {
-    /// `replicating`: the Primary's connection state at submission replicates writes.
+    /// `replicating`: id of the connection that replicated writes at submission (0: none).
     Write {
         id: u64,
         blocks: Vec<u64>,
-        replicating: bool,
+        replicating: u64,
     },
     Read {
         blocks: Vec<u64>,
@@ -985,7 +985,13 @@ impl Cluster {
                 self.model.write_issued(id, &blocks);
                 self.busy.extend(blocks.iter().copied());
                 self.nodes[node].wrote_as_primary = true;
-                let replicating = self.snapshot(node).conn.is_some_and(replicates);
+                // Which connection it may be replicated over (0: none).
+                let replicating =
+                    if self.snapshot(node).conn.is_some_and(replicates) && self.net.is_up() {
+                        self.net.connection_id()
+                    } else {
+                        0
+                    };
                 let rid = self.new_request(
                     node,
                     ReqKind::Write {
@@ -1440,7 +1446,7 @@ impl Cluster {
         n: usize,
         id: u64,
         blocks: &[u64],
-        replicating: bool,
+        replicating: u64,
     ) -> Result<(), Failure> {
         let peer = 1 - n;
         let s = self.snapshot(n);
@@ -1461,7 +1467,12 @@ impl Cluster {
         }
         // In WFBitMapS / Ahead a write is not replicated: the peer gets P_OUT_OF_SYNC instead
         // (spec §7.3), so only writes submitted and completed while replicating are checked.
-        let connected = replicating && s.conn.is_some_and(replicates) && self.net.is_up();
+        // The same connection from submission to completion (a write that straddles a
+        // reconnect was marked out of sync instead, spec §12).
+        let connected = replicating != 0
+            && replicating == self.net.connection_id()
+            && s.conn.is_some_and(replicates)
+            && self.net.is_up();
         let peer_s = self.snapshot(peer);
         if !connected || self.nodes[peer].engine.is_none() || self.nodes[peer].disk_errors {
             return Ok(());
