@@ -133,6 +133,8 @@ struct Device {
     finish_at_ping_ack: Option<u64>,
     sb_in_flight: bool,
     sb_again: bool,
+    /// MDF flags of the last superblock known durable.
+    durable_flags: u32,
     bm_in_flight: bool,
     bm_again: bool,
     /// `new_state_tmp.disk` while Negotiating.
@@ -180,6 +182,7 @@ enum Io {
     },
     Superblock {
         vol: u16,
+        flags: u32,
     },
     Bitmap {
         vol: u16,
@@ -235,6 +238,8 @@ pub struct Resource {
     ping_outstanding: bool,
     pings_sent: u64,
     ping_acks: u64,
+    /// Parked writes should be retried after the current meta-data completion.
+    al_retry_soon: bool,
     /// Set by `disconnect`: after the sockets close, stay StandAlone.
     stay_standalone: bool,
     now: Instant,
@@ -293,6 +298,7 @@ impl Resource {
                     finish_at_ping_ack: None,
                     sb_in_flight: false,
                     sb_again: false,
+                    durable_flags: 0,
                     bm_in_flight: false,
                     bm_again: false,
                     negotiated_disk: disk,
@@ -340,6 +346,7 @@ impl Resource {
             ping_outstanding: false,
             pings_sent: 0,
             ping_acks: 0,
+            al_retry_soon: false,
             stay_standalone: false,
             now,
         };
@@ -349,6 +356,7 @@ impl Resource {
         // A crashed Primary (PRIMARY_IND still set) remembers it (drbd_nl.c attach).
         for d in r.devs.values_mut() {
             if let Some(ld) = &mut d.ld {
+                d.durable_flags = ld.d.flags;
                 if ld.d.flags & (MDF_PRIMARY_IND | MDF_CRASHED_PRIMARY) != 0 {
                     ld.crashed_primary = true;
                 }
@@ -743,7 +751,10 @@ impl Resource {
             flags: ld.d.flags,
             la_size_sect: d.capacity,
         };
-        let io = self.io_id(Io::Superblock { vol });
+        let io = self.io_id(Io::Superblock {
+            vol,
+            flags: ld.d.flags,
+        });
         if gate {
             self.gate.insert(io);
         }
@@ -2004,6 +2015,19 @@ impl Resource {
             may_set_in_sync: false,
         };
         self.tl.reqs.insert(cookie, req);
+        // A Primary's first write waits until MDF_PRIMARY_IND is on disk: after a crash, apply-al
+        // replays the activity log only for meta-data that says Primary (drbd_set_role syncs the
+        // meta-data before returning).
+        let primary_durable = self.devs[&v]
+            .ld
+            .as_ref()
+            .map_or(true, |ld| ld.d.flags & MDF_PRIMARY_IND == 0 || self.devs[&v].durable_flags & MDF_PRIMARY_IND != 0);
+        if has_disk && !primary_durable {
+            self.write_superblock(v, false);
+            self.al_waiters.push_back(cookie);
+            self.tl.reqs.get_mut(&cookie).expect("inserted").al_pending = u32::MAX;
+            return;
+        }
         if has_disk && self.cfg.mutation != Some(Mutation::SkipActivityLog) {
             // Activity log: every extent hot and durable before the first write into it.
             let first = meta::al_extent(sector);
@@ -2391,9 +2415,14 @@ impl Resource {
         };
         let was_gate = self.gate.remove(&io);
         match what {
-            Io::Superblock { vol } => {
+            Io::Superblock { vol, flags } => {
                 let d = self.devs.get_mut(&vol).expect("volumes are never removed");
                 d.sb_in_flight = false;
+                if result.is_ok() {
+                    d.durable_flags = flags;
+                }
+                // Writes may be waiting for "Primary" to be on disk.
+                self.al_retry_soon = true;
                 if std::mem::take(&mut d.sb_again) {
                     let gated = self.gate.remove(&sb_token(vol));
                     self.write_superblock(vol, gated);
@@ -2411,6 +2440,9 @@ impl Resource {
         }
         if was_gate {
             self.release_held();
+        }
+        if std::mem::take(&mut self.al_retry_soon) {
+            self.retry_al_waiters();
         }
         if result.is_err() {
             self.log(LogLevel::Error, None, "meta-data write failed".into());
@@ -3791,6 +3823,7 @@ impl Resource {
         let cap = ld.initial_capacity(self.cfg.disk.u_size_sect);
         let connected = self.conn >= ConnState::Connected;
         let d = self.devs.get_mut(&v).expect("checked");
+        d.durable_flags = ld.d.flags;
         d.ld = Some(ld);
         if d.capacity == 0 {
             d.capacity = cap;
