@@ -289,12 +289,7 @@ pub fn apply_al(io: &mut impl BlockIo, index: MetaIndex) -> Result<ApplyAl, Erro
         flush(io)?;
     }
     if reinit || status > 0 {
-        write(
-            io,
-            layout.al_offset(),
-            &activity_log::initialized_area(layout.al),
-        )?;
-        flush(io)?;
+        reinit_al(io, &layout, &area)?;
     }
     if !od.superblock.flags.contains(MdFlags::AL_CLEAN) || od.superblock.magic != Magic::V08 {
         need_sb = true;
@@ -314,6 +309,44 @@ pub fn apply_al(io: &mut impl BlockIo, index: MetaIndex) -> Result<ApplyAl, Erro
         superblock_written: need_sb,
         messages,
     })
+}
+
+/// Re-initialises the AL so that a crash at any point leaves a ring that replays cleanly
+/// (drbdmeta and we refuse a Primary's ring with corrupt blocks but no update transaction,
+/// which a torn 32 KiB rewrite would leave behind). The bitmap already holds every hot
+/// extent, so replaying any subset later is harmless. Order, one flushed 4 KiB block at a
+/// time:
+///
+/// 1. If logical block 0 is not an update transaction, copy one there (a torn copy leaves
+///    the original).
+/// 2. Initialise every other block (block 0 still carries an update).
+/// 3. Initialise block 0 last: torn, it is the single invalid first block replay accepts as
+///    "the first transaction failed", i.e. clean.
+fn reinit_al(io: &mut impl BlockIo, layout: &Layout, area: &[u8]) -> Result<(), Error> {
+    const B: usize = BLOCK_BYTES as usize;
+    let init = activity_log::initialized_block();
+    let blocks = layout.al.blocks() as usize;
+    let first = layout.al.block_of_transaction(0) as usize;
+    let block = |i: usize| &area[i * B..(i + 1) * B];
+    let is_update = |i: usize| {
+        activity_log::AlTransaction::decode(block(i))
+            .is_ok_and(|t| t.transaction_type != activity_log::AL_TR_INITIALIZED)
+    };
+    let at = |i: usize| layout.al_offset() + (i * B) as u64;
+    if !is_update(first) {
+        if let Some(u) = (0..blocks).find(|&i| is_update(i)) {
+            write(io, at(first), block(u))?;
+            flush(io)?;
+        }
+    }
+    for i in (0..blocks).filter(|&i| i != first) {
+        if block(i) != &init[..] {
+            write(io, at(i), &init[..])?;
+            flush(io)?;
+        }
+    }
+    write(io, at(first), &init[..])?;
+    flush(io)
 }
 
 /// Sets the 128 bitmap bytes of each hot extent, as drbdmeta's `apply_al` does: whole
