@@ -636,6 +636,11 @@ impl Cluster {
                 {
                     self.check_node_data(n, "uptodate-from-older")?;
                 }
+                if change.old.conn == ConnState::WFReportParams
+                    && change.new.conn >= ConnState::Connected
+                {
+                    self.handshake_decided(n)?;
+                }
                 let was_target = matches!(
                     change.old.conn,
                     ConnState::SyncTarget | ConnState::PausedSyncT
@@ -1190,22 +1195,15 @@ impl Cluster {
         }
         let steady = self.steady();
         if steady && !self.was_steady {
-            // Both were Primary while apart: both made new data generations, which the
-            // handshake must call a split brain (spec §10.2 rules 90/100), never merge silently.
-            if self.primary_apart.iter().all(|p| *p) && !self.split_brain_seen {
-                return Err(self.fail(FailureClass::Correctness, "split-brain-detected", format!(
-                    "both nodes were Primary while disconnected, yet they reached Connected UpToDate/UpToDate without a split brain: {}",
-                    self.describe()
-                )));
-            }
             self.primary_apart = [false; NODES];
             self.split_brain_seen = false;
             for n in 0..NODES {
-                self.synced_uuid[n] = self.nodes[n]
+                let uuid = self.nodes[n]
                     .engine
                     .as_ref()
                     .and_then(|e| e.uuids(VOL))
                     .map(|u| u[0] & !1);
+                self.synced_uuid[n] = uuid.or(self.synced_uuid[n]);
             }
             self.check_steady(false)?;
         }
@@ -1366,6 +1364,32 @@ impl Cluster {
         }
         for n in 0..NODES {
             self.check_node_data(n, "in-sync")?;
+        }
+        Ok(())
+    }
+
+    /// A handshake on node `n` just decided (sync, no sync, or split brain). If both nodes were
+    /// Primary while apart, both made new data generations, which the handshake must call a
+    /// split brain (spec §10.2 rules 90/100), never merge silently. Either way the two lineages
+    /// now meet, so the bookkeeping starts over.
+    fn handshake_decided(&mut self, n: usize) -> Result<(), Failure> {
+        if self.primary_apart.iter().all(|p| *p) && !self.split_brain_seen {
+            return Err(self.fail(FailureClass::Correctness, "split-brain-detected", format!(
+                "both nodes were Primary while disconnected, yet node {n}'s handshake found no split brain: {}",
+                self.describe()
+            )));
+        }
+        if self.split_brain_seen {
+            return Ok(());
+        }
+        self.primary_apart = [false; NODES];
+        for m in 0..NODES {
+            let uuid = self.nodes[m]
+                .engine
+                .as_ref()
+                .and_then(|e| e.uuids(VOL))
+                .map(|u| u[0] & !1);
+            self.synced_uuid[m] = uuid.or(self.synced_uuid[m]);
         }
         Ok(())
     }
