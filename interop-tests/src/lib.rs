@@ -148,6 +148,14 @@ impl Lab {
     }
 }
 
+/// Tells the user a lab test was skipped, bypassing libtest's output capture (which would
+/// hide an `eprintln!` of a passing test).
+pub fn skip_notice(e: &LabError) {
+    use std::io::Write;
+    let text = format!("\n!!! SKIPPED (not CI; CI=true would fail): {e}\n");
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
 /// Gets the [`Lab`], or handles its absence: panics under `CI=true` (a lab test must not
 /// silently pass there), otherwise prints why loudly and returns from the calling test.
 #[macro_export]
@@ -157,7 +165,7 @@ macro_rules! lab_or_skip {
             Ok(lab) => lab,
             Err(e) if $crate::in_ci() => panic!("CI=true and the VM lab cannot start: {e}"),
             Err(e) => {
-                eprintln!("\n!!! SKIPPED (not CI): {e}\n");
+                $crate::skip_notice(&e);
                 return;
             }
         }
