@@ -198,6 +198,17 @@ struct DeferredPeerWrite {
     preflush: bool,
 }
 
+/// An upper-layer flush waiting for its local flush and the peer's barrier ack.
+#[derive(Clone, Debug)]
+struct PendingFlush {
+    request: RequestId,
+    local_pending: bool,
+    local_ok: bool,
+    /// Barrier number whose ack completes the remote half.
+    wait_epoch: Option<u32>,
+    remote_ok: bool,
+}
+
 /// A state change we asked the peer to agree to.
 #[derive(Clone, Debug)]
 struct PendingChange {
@@ -238,6 +249,7 @@ pub struct Resource {
     ping_outstanding: bool,
     pings_sent: u64,
     ping_acks: u64,
+    flushes: Vec<PendingFlush>,
     /// Parked writes should be retried after the current meta-data completion.
     al_retry_soon: bool,
     /// Set by `disconnect`: after the sockets close, stay StandAlone.
@@ -346,6 +358,7 @@ impl Resource {
             ping_outstanding: false,
             pings_sent: 0,
             ping_acks: 0,
+            flushes: Vec::new(),
             al_retry_soon: false,
             stay_standalone: false,
             now,
@@ -1102,6 +1115,12 @@ impl Resource {
         self.set_conn_all(reason);
         // Every write not confirmed by a barrier ack is out of sync (spec §12).
         self.tl_clear();
+        for f in self.flushes.iter_mut() {
+            if f.wait_epoch.take().is_some() {
+                f.remote_ok = false;
+            }
+        }
+        self.check_flushes();
         // Resync requests in flight are forgotten; held data/state is dropped.
         for d in self.devs.values_mut() {
             d.rs.in_flight.clear();
@@ -1953,20 +1972,37 @@ impl Resource {
                 self.start_read(id, v, sector, len_bytes);
             }
             RequestOp::Flush => {
-                // An empty flush closes the epoch (spec §7.1 4c) and flushes the local disk.
-                let has_disk = d.ld.is_some();
+                // An empty flush closes the epoch (spec §7.1 4c): it is done when the local disk
+                // flushed and the peer barrier-acked every epoch up to here.
+                let has_disk = d.ld.is_some() && d.st.disk >= DiskState::Inconsistent;
+                let (remote, _) = self.remote_mode(v);
+                if !has_disk && !remote {
+                    self.out.push_back(Output::Complete {
+                        request: id,
+                        result: Err(RequestError::NoData),
+                    });
+                    return;
+                }
                 if let Some(nr) = self.tl.close_epoch() {
                     self.send_barrier(nr);
                 }
+                let wait_epoch = if remote {
+                    self.tl.epochs.iter().rev().find(|e| e.barrier_sent).map(|e| e.nr)
+                } else {
+                    None
+                };
+                self.flushes.push(PendingFlush {
+                    request: id,
+                    local_pending: has_disk,
+                    local_ok: has_disk,
+                    wait_epoch,
+                    remote_ok: remote,
+                });
                 if has_disk {
                     let io = self.io_id(Io::AppFlush { request: id });
                     self.out.push_back(Output::DiskFlush { io, volume });
-                } else {
-                    self.out.push_back(Output::Complete {
-                        request: id,
-                        result: Ok(None),
-                    });
                 }
+                self.check_flushes();
             }
         }
     }
@@ -2527,8 +2563,11 @@ impl Resource {
                 self.retry_rs_waiting();
             }
             Io::AppFlush { request } => {
-                let result = result.map(|_| None).map_err(|_| RequestError::Io);
-                self.out.push_back(Output::Complete { request, result });
+                if let Some(f) = self.flushes.iter_mut().find(|f| f.request == request) {
+                    f.local_pending = false;
+                    f.local_ok = result.is_ok();
+                }
+                self.check_flushes();
             }
             Io::PeerWrite {
                 vol,
@@ -2669,6 +2708,21 @@ impl Resource {
         }
         if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
             self.send_state(v);
+        }
+    }
+
+    /// Completes flushes whose local and remote halves are done.
+    fn check_flushes(&mut self) {
+        let mut i = 0;
+        while i < self.flushes.len() {
+            let f = &self.flushes[i];
+            if f.local_pending || f.wait_epoch.is_some() {
+                i += 1;
+                continue;
+            }
+            let f = self.flushes.remove(i);
+            let result = if f.local_ok || f.remote_ok { Ok(None) } else { Err(RequestError::Io) };
+            self.out.push_back(Output::Complete { request: f.request, result });
         }
     }
 
@@ -3103,6 +3157,14 @@ impl Resource {
             .into());
         }
         self.tl.epochs.pop_front();
+        // Flushes waiting for this (or an older) epoch's barrier ack.
+        let still_open: Vec<u32> = self.tl.epochs.iter().map(|e| e.nr).collect();
+        for f in self.flushes.iter_mut() {
+            if f.wait_epoch.is_some_and(|w| !still_open.contains(&w)) {
+                f.wait_epoch = None;
+            }
+        }
+        self.check_flushes();
         let cookies: Vec<u64> = self
             .tl
             .reqs
