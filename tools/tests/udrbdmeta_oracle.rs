@@ -478,3 +478,88 @@ fn plain_file_needs_force_like_drbdmeta() {
         checksum(&sparse(dir.path(), "zero", 64 * MIB))
     );
 }
+
+/// check-resize after the backing device grew offline: internal meta-data moves to the new
+/// end, drbdmeta reads it there, UUIDs, flags and bitmap bits are kept. (drbdmeta 9.22's own
+/// move aligns the old bitmap with the end of the new one, so its bits land past the agreed
+/// size and are lost; udrbdmeta keeps bit i at bit i.)
+#[test]
+fn check_resize_moves_internal_meta_data_and_keeps_bits() {
+    let Some(dm) = drbdmeta() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let minor = "210";
+    clear_minor(210);
+    let path = sparse(dir.path(), "dev", 64 * MIB);
+    let dev = Dev {
+        path: &path,
+        index: "internal",
+    };
+    create(&dm, minor, &dev);
+    let mut rng = Rng(0x5eed_0010);
+    let text = crafted_dump(&mut rng, 130_992, 512, 0x91);
+    let file = dir.path().join("d.txt");
+    std::fs::write(&file, &text).unwrap();
+    ok(
+        &dm,
+        &dev.args(minor, &["restore-md", file.to_str().unwrap()]),
+    );
+    let before = dump_body(&ok(&dm, &dev.args(minor, &["dump-md"])).stdout);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(GIB)
+        .unwrap();
+    // The superblock is no longer at the end: nothing is found there...
+    assert_eq!(run(&udrbdmeta(), &dev.args(minor, &["get-gi"])).code, 1);
+    let o = ok(&udrbdmeta(), &dev.args(minor, &["check-resize"]));
+    assert!(
+        o.stdout
+            .contains("Internal drbd meta data successfully moved."),
+        "{o:?}"
+    );
+    let after = dump_body(&ok(&dm, &dev.args(minor, &["dump-md"])).stdout);
+    let keep = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| {
+                !l.starts_with("# md_") && !l.starts_with("# al_") && !l.starts_with("# bm_")
+            })
+            .filter(|l| !l.starts_with("# bm-bytes") && !l.contains("kB") && !l.contains(" times "))
+            .cloned()
+            .collect()
+    };
+    let words = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .skip_while(|l| !l.starts_with("bm {"))
+            .flat_map(|l| {
+                l.split(';')
+                    .map(|w| w.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|w| w.starts_with("0x") && w != "0x0000000000000000")
+            .collect()
+    };
+    assert_eq!(
+        keep(&after)[..8],
+        keep(&before)[..8],
+        "uuids, flags, la-size kept"
+    );
+    assert_eq!(
+        words(&after),
+        words(&before),
+        "non-zero bitmap words kept in place"
+    );
+    let layout = Layout::new(MetaIndex::Internal, GIB, AlGeometry::default()).unwrap();
+    assert!(after.contains(&format!("# md_offset {}", layout.md_offset)));
+    // The old superblock (now inside the data area) was wiped.
+    let old = Layout::new(MetaIndex::Internal, 64 * MIB, AlGeometry::default()).unwrap();
+    let mut b = vec![0xffu8; 4096];
+    use std::os::unix::fs::FileExt;
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut b, old.md_offset)
+        .unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+}
