@@ -3626,6 +3626,19 @@ impl Resource {
             self.admin_done(command, Err(state_refusal(rv::IN_TRANSIENT_STATE)));
             return;
         }
+        // While the handshake's P_UUIDS/P_STATE are out and the peer's answer is pending, only
+        // the connection state may change (is_valid_soft_transition, STATE_SENT).
+        let state_sent = self.hs == Handshake::ExpectProtocol
+            || (self.hs == Handshake::Done
+                && self.devs.values().any(|d| d.st.conn == ConnState::WFReportParams));
+        let touches_state = !matches!(
+            command,
+            AdminCommand::Connect { .. } | AdminCommand::Disconnect { .. }
+        );
+        if state_sent && touches_state {
+            self.admin_done(command, Err(state_refusal(rv::IN_TRANSIENT_STATE)));
+            return;
+        }
         let r = match command.clone() {
             AdminCommand::Primary { force } => self.admin_primary(&command, force),
             AdminCommand::Secondary => self.admin_secondary(),
