@@ -112,6 +112,23 @@ pub struct Stats {
     pub sim_time_ns: u64,
 }
 
+impl Stats {
+    /// Adds another run's counters (for sweep summaries).
+    pub fn add(&mut self, o: &Stats) {
+        self.steps += o.steps;
+        self.actions += o.actions;
+        self.writes_completed += o.writes_completed;
+        self.reads_checked += o.reads_checked;
+        self.crashes += o.crashes;
+        self.restarts += o.restarts;
+        self.resyncs_seen += o.resyncs_seen;
+        self.steady_checks += o.steady_checks;
+        self.split_brains_resolved += o.split_brains_resolved;
+        self.unaligned_meta_writes += o.unaligned_meta_writes;
+        self.sim_time_ns += o.sim_time_ns;
+    }
+}
+
 pub struct Cluster {
     pub options: Options,
     mutation: Option<Mutation>,

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 use std::time::Instant as WallClock;
 
-use udrbd_sim::checkers::FailureClass;
 use udrbd_sim::options::Options;
 use udrbd_sim::{mutations, replay_line, run_seed_traced, Mutation};
 
@@ -13,6 +12,8 @@ struct Args {
     seeds: std::ops::Range<u64>,
     mutation: Option<Mutation>,
     verbose: bool,
+    /// Sweep on after a failure (one line per failure), exit with the first failure's code.
+    keep_going: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -20,6 +21,7 @@ fn parse_args() -> Result<Args, String> {
     let mut seeds = None;
     let mut mutation = None;
     let mut verbose = false;
+    let mut keep_going = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seed" => {
@@ -43,11 +45,11 @@ fn parse_args() -> Result<Args, String> {
                     })?);
             }
             "-v" | "--verbose" => verbose = true,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: udrbd-sim (--seed N | --seeds A..B) [--mutation NAME] [-v]".into(),
-                )
-            }
+            "-k" | "--keep-going" => keep_going = true,
+            "-h" | "--help" => return Err(
+                "usage: udrbd-sim (--seed N | --seeds A..B) [--mutation NAME] [-v] [--keep-going]"
+                    .into(),
+            ),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -56,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         seeds,
         mutation,
         verbose,
+        keep_going,
     })
 }
 
@@ -78,6 +81,9 @@ fn main() -> ExitCode {
     };
     let started = WallClock::now();
     let count = args.seeds.end.saturating_sub(args.seeds.start);
+    let mut total = udrbd_sim::cluster::Stats::default();
+    let mut failed = 0u64;
+    let mut first_code: Option<i32> = None;
     for seed in args.seeds.clone() {
         if args.verbose {
             println!("{}", Options::from_seed(seed));
@@ -88,12 +94,19 @@ fn main() -> ExitCode {
             if args.verbose { 1_000_000 } else { 400 },
         ) {
             Ok((stats, trace)) => {
+                total.add(&stats);
                 if args.verbose {
                     for line in &trace {
                         println!("  {line}");
                     }
                     println!("ok: {stats:?}");
                 }
+            }
+            Err((failure, _)) if args.keep_going => {
+                failed += 1;
+                first_code.get_or_insert(failure.class.exit_code());
+                println!("FAILED seed {seed}: {failure}");
+                println!("replay: {}", replay_line(seed, args.mutation));
             }
             Err((failure, trace)) => {
                 if args.verbose {
@@ -105,19 +118,20 @@ fn main() -> ExitCode {
                 }
                 println!("FAILED seed {seed}: {failure}");
                 println!("replay: {}", replay_line(seed, args.mutation));
-                let code = failure.class.exit_code();
-                debug_assert!(
-                    code != FailureClass::Crash.exit_code() || failure.class == FailureClass::Crash
-                );
-                return ExitCode::from(code as u8);
+                return ExitCode::from(failure.class.exit_code() as u8);
             }
         }
     }
+    println!("totals over passing seeds: {total:?}");
     println!(
-        "{count} seeds ({}..{}) passed in {:.1} s",
+        "{count} seeds ({}..{}): {} passed, {failed} failed, in {:.1} s",
         args.seeds.start,
         args.seeds.end,
+        count - failed,
         started.elapsed().as_secs_f64()
     );
-    ExitCode::SUCCESS
+    match first_code {
+        Some(code) => ExitCode::from(code as u8),
+        None => ExitCode::SUCCESS,
+    }
 }
