@@ -68,8 +68,9 @@ wait_for() { # wait_for NODE VERB WANT SECONDS
 echo "== configuration ($DIR/drbd.conf)"
 cat "$DIR/drbd.conf"
 echo "== create-md and up on both nodes"
-adm alice create-md r0
-adm bob create-md r0
+# --force: drbdmeta (and udrbdmeta) want it for a regular file instead of a block device.
+adm alice create-md --force r0 </dev/null
+adm bob create-md --force r0 </dev/null
 adm alice up r0
 adm bob up r0
 wait_for alice cstate Connected 30

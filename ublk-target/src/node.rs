@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use udrbd_engine as engine;
 use udrbd_engine::{AdminCommand, Input, IoId, Output, RequestId, RequestOp, Socket, Volume};
 
@@ -621,21 +621,14 @@ impl Driver {
                 }
             }
             Output::StateChanged(change) => {
-                let line = change.log_line();
-                let conn_only = change.old.role == change.new.role
-                    && change.old.disk == change.new.disk
-                    && change.old.pdsk == change.new.pdsk
-                    && change.old.peer == change.new.peer;
-                if conn_only {
-                    info!("drbd {name}: {line}");
-                } else {
-                    let minor = self
-                        .vols
-                        .get(&change.volume.0)
-                        .map(|v| v.minor)
-                        .unwrap_or(0);
-                    info!("block drbd{minor}: {line}");
-                }
+                // The engine also emits the kernel's log line for every change as `Log`; this
+                // copy is for debugging only (events2 is computed from snapshots).
+                let minor = self
+                    .vols
+                    .get(&change.volume.0)
+                    .map(|v| v.minor)
+                    .unwrap_or(0);
+                debug!("block drbd{minor}: state change {}", change.log_line());
             }
             Output::Log {
                 level,
@@ -1305,6 +1298,8 @@ fn spawn_reader(s: io::Result<TcpStream>, socket: Socket, events: Sender<Event>,
     });
 }
 
+// The engine's config grows; `..Default::default()` keeps this compiling when it does.
+#[allow(clippy::needless_update)]
 fn disk_config(o: &DiskOptions) -> engine::DiskConfig {
     engine::DiskConfig {
         resync_rate_kib: o.resync_rate_kib,
@@ -1319,6 +1314,8 @@ fn disk_config(o: &DiskOptions) -> engine::DiskConfig {
             _ => engine::Fencing::DontCare,
         },
         u_size_sect: o.size_sect,
+        // Options the control protocol does not carry yet keep the kernel's defaults.
+        ..Default::default()
     }
 }
 
@@ -1341,6 +1338,7 @@ fn after_sb(s: &str) -> Result<engine::AfterSbPolicy, String> {
 }
 
 /// Net options to the engine's config. Anything the engine cannot do is refused here.
+#[allow(clippy::needless_update)]
 pub fn net_config(o: &NetOptions) -> Result<engine::NetConfig, String> {
     let protocol = match o.protocol {
         'A' => engine::Protocol::A,
@@ -1388,5 +1386,6 @@ pub fn net_config(o: &NetOptions) -> Result<engine::NetConfig, String> {
         use_rle: o.use_rle,
         verify_alg: o.verify_alg.clone().unwrap_or_default(),
         csums_alg: o.csums_alg.clone().unwrap_or_default(),
+        ..Default::default()
     })
 }

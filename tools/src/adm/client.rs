@@ -246,14 +246,15 @@ fn dry(env: &AdmEnv, line: String) -> bool {
 /// the same library call is made in-process.
 pub fn create_md(env: &AdmEnv, plan: &ResourcePlan, extra: &[String]) -> VerbResult {
     for v in &plan.volumes {
-        let mut args = vec![
+        // Options first, as drbdadm hands them to drbdmeta (`drbdmeta --force 1 v08 ...`).
+        let mut args: Vec<String> = extra.to_vec();
+        args.extend([
             v.minor.to_string(),
             "v08".into(),
             v.meta_path().display().to_string(),
             v.meta_index_arg(),
             "create-md".into(),
-        ];
-        args.extend(extra.iter().cloned());
+        ]);
         if env.meta_bin.exists() || env.dry_run {
             run_meta(env, &args)?;
         } else {
