@@ -367,6 +367,15 @@ pub struct AlWrite {
     pub write: MetaWrite,
 }
 
+/// What [`ActivityLog::make_hot_with`] asks for, in order: write and flush
+/// `bitmap_writes` (if any), write and flush `transaction.write`, call
+/// [`ActivityLog::transaction_written`], then issue the data writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlStep {
+    pub bitmap_writes: Vec<MetaWrite>,
+    pub transaction: AlWrite,
+}
+
 /// The hot set of a Primary: which 4 MiB extents may be written without a new transaction.
 ///
 /// Slots are handed out lowest-free first, then least-recently-used idle (no I/O in
@@ -542,6 +551,27 @@ impl ActivityLog {
         }))
     }
 
+    /// [`ActivityLog::make_hot`] plus rule 2 of the crate docs done for the caller: the
+    /// bitmap pages of every evicted extent that are dirty in `bitmap`, to be written and
+    /// flushed before the transaction.
+    pub fn make_hot_with(
+        &mut self,
+        extents: &[u32],
+        bitmap: &mut crate::Bitmap,
+    ) -> Result<Option<AlStep>, Error> {
+        let Some(transaction) = self.make_hot(extents)? else {
+            return Ok(None);
+        };
+        let mut bitmap_writes = Vec::new();
+        for &e in &transaction.evicted {
+            bitmap_writes.extend(bitmap.extent_writes(&self.layout, e));
+        }
+        Ok(Some(AlStep {
+            bitmap_writes,
+            transaction,
+        }))
+    }
+
     /// Records that transaction `tr_number` is durable; later transactions may be built.
     pub fn transaction_written(&mut self, tr_number: u32) {
         assert_eq!(
@@ -669,6 +699,24 @@ mod tests {
         al.release(1);
         let w = al.make_hot(&[3]).unwrap().unwrap();
         assert_eq!(w.evicted, [1]);
+    }
+
+    #[test]
+    fn eviction_hands_out_the_evicted_extents_dirty_bitmap_page_first() {
+        let l = layout();
+        let mut bm = crate::Bitmap::for_sectors(l.max_usable_sect);
+        let mut al = ActivityLog::new(l, 1).unwrap();
+        let s = al.make_hot_with(&[3], &mut bm).unwrap().unwrap();
+        assert!(s.bitmap_writes.is_empty());
+        al.transaction_written(s.transaction.tr_number);
+        bm.set_extent(3); // e.g. written while disconnected
+        al.release(3);
+        let s = al.make_hot_with(&[40], &mut bm).unwrap().unwrap();
+        assert_eq!(s.transaction.evicted, [3]);
+        assert_eq!(s.bitmap_writes.len(), 1);
+        assert_eq!(s.bitmap_writes[0].offset, l.bm_offset());
+        assert_eq!(&s.bitmap_writes[0].data[3 * 128..4 * 128], &[0xff; 128][..]);
+        assert!(!bm.is_dirty(0), "handed out, so clean");
     }
 
     #[test]

@@ -17,11 +17,13 @@
 //! 3. A node that will write as Primary writes the superblock with `MAGIC_84_UNCLEAN` and
 //!    `MDF_PRIMARY_IND` (and flushes) before its first AL transaction, so a crash leaves
 //!    meta-data that `apply-al` will replay.
-//! 4. For each application write, [`ActivityLog::make_hot`] with the write's extents. If it
-//!    returns an [`AlWrite`]: first write (and flush) the bitmap pages of every evicted extent
-//!    ([`Bitmap::extent_writes`]), then write and flush the transaction, then call
+//! 4. For each application write, [`ActivityLog::make_hot_with`] with the write's extents
+//!    (extent = sector / 8192, [`activity_log::extent_of_sector`]). If it returns an
+//!    [`AlStep`]: first write (and flush) its `bitmap_writes` (the dirty bitmap pages of the
+//!    evicted extents), then write and flush the transaction, then call
 //!    [`ActivityLog::transaction_written`], and only then issue the data write.
-//!    [`ActivityLog::release`] the extents when the data write completes.
+//!    [`ActivityLog::release`] the extents when the data write completes. Out-of-sync blocks
+//!    go into the in-memory [`Bitmap`]; [`Bitmap::dirty_writes`] flushes it lazily.
 //!
 //! # Write ordering (crash safety)
 //!
@@ -68,7 +70,7 @@ pub mod md;
 pub mod superblock;
 pub mod uuid;
 
-pub use activity_log::{ActivityLog, AlTransaction, AlWrite};
+pub use activity_log::{ActivityLog, AlStep, AlTransaction, AlWrite};
 pub use bitmap::Bitmap;
 pub use error::Error;
 pub use layout::{AlGeometry, Layout, MetaIndex};

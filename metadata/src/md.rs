@@ -558,6 +558,40 @@ mod tests {
         assert!(od.superblock.is_clean());
     }
 
+    /// Spec §2.2: created clean, unclean while attached, clean again after apply-al.
+    #[test]
+    fn clean_unclean_life_cycle() {
+        let mut dev = MemIo::new(256 << 20);
+        let mut od = create(&mut dev, MetaIndex::Internal, &CreateOptions::default()).unwrap();
+        assert!(od.superblock.is_clean());
+        od.superblock.la_size_sect = od.layout.max_usable_sect;
+        od.superblock.mark_attached(true);
+        write_superblock(&mut dev, &od).unwrap();
+        let back = open(&dev, MetaIndex::Internal).unwrap();
+        assert!(!back.superblock.is_clean());
+        assert_eq!(back.superblock.magic, Magic::V84_UNCLEAN);
+        let mut al = crate::ActivityLog::new(od.layout, 61).unwrap();
+        let w = al.make_hot(&[2]).unwrap().unwrap();
+        write_all(&mut dev, &[w.write]).unwrap();
+        let r = apply_al(&mut dev, MetaIndex::Internal).unwrap();
+        assert_eq!(r.hot, [2]);
+        assert!(r.applied && r.superblock_written);
+        let after = open(&dev, MetaIndex::Internal).unwrap();
+        assert!(after.superblock.is_clean());
+        assert!(
+            after.superblock.flags.contains(MdFlags::PRIMARY_IND),
+            "apply-al keeps it"
+        );
+        let bm = read_bitmap(&dev, &after).unwrap();
+        assert_eq!(bm.count(), 1024);
+        assert!(bm.test(2 * 1024) && bm.test(3 * 1024 - 1));
+        // A second apply-al finds a clean, initialised log: nothing to do, nothing written.
+        let writes = dev.writes;
+        let r = apply_al(&mut dev, MetaIndex::Internal).unwrap();
+        assert!(!r.superblock_written && !r.reinitialized_al);
+        assert_eq!(dev.writes, writes);
+    }
+
     #[test]
     fn open_rejects_blank_device() {
         let dev = MemIo::new(1 << 30);

@@ -290,6 +290,15 @@ impl Superblock {
         raw.to_bytes()
     }
 
+    /// What an attached node writes (spec §2.2, like the 8.4 kernel on every superblock
+    /// write): `MAGIC_84_UNCLEAN`, `MDF_AL_CLEAN` cleared, and `MDF_PRIMARY_IND` as given.
+    /// Write (and flush) it before the first AL transaction.
+    pub fn mark_attached(&mut self, primary: bool) {
+        self.magic = Magic::V84_UNCLEAN;
+        self.flags.remove(MdFlags::AL_CLEAN);
+        self.flags.set(MdFlags::PRIMARY_IND, primary);
+    }
+
     /// True if the kernel would attach it without `apply-al` (spec §2.2).
     pub fn is_clean(&self) -> bool {
         self.magic == Magic::V08 && self.flags.contains(MdFlags::AL_CLEAN)
