@@ -46,8 +46,8 @@ pub mod timer;
 pub mod uuid_compare;
 
 pub use config::{
-    AfterSbPolicy, AttachedDisk, DiskConfig, Fencing, HmacAlg, MetaLayout, Mutation, OnIoError, NetConfig,
-    Protocol, ResourceConfig, VolumeOnDisk,
+    AfterSbPolicy, AttachedDisk, DiskConfig, Fencing, HmacAlg, MetaLayout, Mutation, NetConfig,
+    OnIoError, Protocol, ResourceConfig, VolumeOnDisk,
 };
 pub use error::{Consequence, Error, PeerIncompatible, PeerMisbehaved};
 pub use input::{AdminCommand, Input, IoErrorKind, IoId, RequestId, RequestOp, Socket, Volume};

@@ -733,7 +733,9 @@ impl Resource {
     /// Persists the superblock. With `gate`, later sends wait until it is durable (the kernel's
     /// synchronous drbd_md_sync before telling the peer).
     fn write_superblock(&mut self, vol: u16, gate: bool) {
-        let Some(d) = self.devs.get_mut(&vol) else { return };
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
         if d.ld.is_none() {
             return;
         }
@@ -1987,7 +1989,12 @@ impl Resource {
                     self.send_barrier(nr);
                 }
                 let wait_epoch = if remote {
-                    self.tl.epochs.iter().rev().find(|e| e.barrier_sent).map(|e| e.nr)
+                    self.tl
+                        .epochs
+                        .iter()
+                        .rev()
+                        .find(|e| e.barrier_sent)
+                        .map(|e| e.nr)
                 } else {
                     None
                 };
@@ -2054,10 +2061,9 @@ impl Resource {
         // A Primary's first write waits until MDF_PRIMARY_IND is on disk: after a crash, apply-al
         // replays the activity log only for meta-data that says Primary (drbd_set_role syncs the
         // meta-data before returning).
-        let primary_durable = self.devs[&v]
-            .ld
-            .as_ref()
-            .map_or(true, |ld| ld.d.flags & MDF_PRIMARY_IND == 0 || self.devs[&v].durable_flags & MDF_PRIMARY_IND != 0);
+        let primary_durable = self.devs[&v].ld.as_ref().map_or(true, |ld| {
+            ld.d.flags & MDF_PRIMARY_IND == 0 || self.devs[&v].durable_flags & MDF_PRIMARY_IND != 0
+        });
         if has_disk && !primary_durable {
             self.write_superblock(v, false);
             self.al_waiters.push_back(cookie);
@@ -2481,7 +2487,39 @@ impl Resource {
             self.retry_al_waiters();
         }
         if result.is_err() {
-            self.log(LogLevel::Error, None, "meta-data write failed".into());
+            // Meta-data I/O errors always detach (drbd_chk_io_error with DRBD_META_IO_ERROR).
+            let vol = match what {
+                Io::AlTransaction { vol, .. } | Io::Superblock { vol, .. } | Io::Bitmap { vol } => {
+                    vol
+                }
+                _ => *self.devs.keys().next().expect("one volume"),
+            };
+            self.log(
+                LogLevel::Error,
+                Some(Volume(vol)),
+                "meta-data IO error".into(),
+            );
+            self.detach_on_error(vol, "META");
+            // Writes waiting for the activity log go on without the local disk.
+            let waiting: Vec<u64> = self
+                .tl
+                .reqs
+                .iter()
+                .filter(|(_, r)| {
+                    r.volume.0 == vol && r.local == Local::WaitAl && r.al_pending != u32::MAX
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            for c in waiting {
+                let r = self.tl.reqs.get_mut(&c).expect("listed");
+                r.local = Local::None;
+                r.al_extents.clear();
+                r.al_wait.clear();
+                r.al_pending = 0;
+                self.submit_write(c);
+            }
+            self.retry_al_waiters();
+            return;
         }
         if let Io::AlTransaction {
             vol,
@@ -2688,24 +2726,37 @@ impl Resource {
             return;
         }
         match self.cfg.disk.on_io_error {
-            crate::config::OnIoError::Detach => {
+            crate::config::OnIoError::Detach => self.detach_on_error(v, what),
+            crate::config::OnIoError::PassOn => {
                 self.log(
                     LogLevel::Error,
                     Some(Volume(v)),
-                    format!("Local IO failed in {what}. Detaching..."),
+                    format!("Local IO failed in {what}."),
                 );
-                self.write_bitmap(v);
-                self.set_state(v, |s| s.disk = DiskState::Failed);
-                self.devs.get_mut(&v).expect("exists").ld = None;
-                self.set_state(v, |s| s.disk = DiskState::Diskless);
-            }
-            crate::config::OnIoError::PassOn => {
-                self.log(LogLevel::Error, Some(Volume(v)), format!("Local IO failed in {what}."));
                 if self.devs[&v].st.disk > DiskState::Inconsistent {
                     self.set_state(v, |s| s.disk = DiskState::Inconsistent);
                 }
+                if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
+                    self.send_state(v);
+                }
             }
         }
+    }
+
+    fn detach_on_error(&mut self, v: u16, what: &str) {
+        let Some(d) = self.devs.get(&v) else { return };
+        if d.ld.is_none() || d.st.disk <= DiskState::Failed {
+            return;
+        }
+        self.log(
+            LogLevel::Error,
+            Some(Volume(v)),
+            format!("Local IO failed in {what}. Detaching..."),
+        );
+        self.write_bitmap(v);
+        self.set_state(v, |s| s.disk = DiskState::Failed);
+        self.devs.get_mut(&v).expect("exists").ld = None;
+        self.set_state(v, |s| s.disk = DiskState::Diskless);
         if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
             self.send_state(v);
         }
@@ -2721,8 +2772,15 @@ impl Resource {
                 continue;
             }
             let f = self.flushes.remove(i);
-            let result = if f.local_ok || f.remote_ok { Ok(None) } else { Err(RequestError::Io) };
-            self.out.push_back(Output::Complete { request: f.request, result });
+            let result = if f.local_ok || f.remote_ok {
+                Ok(None)
+            } else {
+                Err(RequestError::Io)
+            };
+            self.out.push_back(Output::Complete {
+                request: f.request,
+                result,
+            });
         }
     }
 
@@ -3542,7 +3600,10 @@ impl Resource {
         let tearing_down = self.devs.values().any(|d| d.st.conn <= ConnState::TearDown)
             || matches!(
                 self.pending_change,
-                Some(PendingChange { command: AdminCommand::Disconnect { .. }, .. })
+                Some(PendingChange {
+                    command: AdminCommand::Disconnect { .. },
+                    ..
+                })
             );
         if tearing_down {
             return;
@@ -3630,7 +3691,10 @@ impl Resource {
         // the connection state may change (is_valid_soft_transition, STATE_SENT).
         let state_sent = self.hs == Handshake::ExpectProtocol
             || (self.hs == Handshake::Done
-                && self.devs.values().any(|d| d.st.conn == ConnState::WFReportParams));
+                && self
+                    .devs
+                    .values()
+                    .any(|d| d.st.conn == ConnState::WFReportParams));
         let touches_state = !matches!(
             command,
             AdminCommand::Connect { .. } | AdminCommand::Disconnect { .. }
