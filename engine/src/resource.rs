@@ -608,6 +608,13 @@ impl Resource {
         let mut new = old;
         f(&mut new);
         // Implicit rules of the kernel's sanitize_state.
+        // Abort resync (and bitmap exchange) if a disk fails or detaches.
+        if new.conn > ConnState::Connected
+            && new.conn < ConnState::Ahead
+            && (new.disk <= DiskState::Failed || new.pdsk <= DiskState::Failed)
+        {
+            new.conn = ConnState::Connected;
+        }
         if new.conn < ConnState::WFReportParams {
             new.peer = Role::Unknown;
             if new.pdsk > DiskState::Outdated || new.pdsk == DiskState::Inconsistent {
@@ -3382,6 +3389,11 @@ impl Resource {
 
     /// drbd_start_resync.
     fn start_resync(&mut self, v: u16, side: ConnState) {
+        // drbd_start_resync needs the local disk and a peer disk (get_ldev_if_state).
+        let d = &self.devs[&v];
+        if d.ld.is_none() || d.st.pdsk <= DiskState::Failed || d.st.conn < ConnState::Connected {
+            return;
+        }
         let weight = self.devs[&v]
             .ld
             .as_ref()
@@ -3466,9 +3478,19 @@ impl Resource {
             }
             .into());
         }
-        if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
-            ld.d.uuids[UI_CURRENT] = u;
-            ld.d.uuids[UI_BITMAP] = 0;
+        match self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            Some(ld) => {
+                ld.d.uuids[UI_CURRENT] = u;
+                ld.d.uuids[UI_BITMAP] = 0;
+            }
+            None => {
+                self.log(
+                    LogLevel::Error,
+                    Some(Volume(v)),
+                    "Ignoring SyncUUID packet!".into(),
+                );
+                return Ok(());
+            }
         }
         self.write_superblock(v, true);
         self.start_resync(v, ConnState::SyncTarget);
@@ -4055,6 +4077,9 @@ impl Resource {
 
     /// StartingSyncS/T: set all bits locally, then become SyncSource / wait for the sync UUID.
     fn begin_full_sync(&mut self, v: u16, side: ConnState) {
+        if self.devs[&v].ld.is_none() {
+            return;
+        }
         self.set_state(v, |s| s.conn = side);
         if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
             ld.bitmap.set_all();
