@@ -680,6 +680,25 @@ impl Resource {
                 }
             }
         }
+        // A diskless peer became Primary: its writes land only here, so start a new data
+        // generation (after_state_ch: ns.pdsk < D_INCONSISTENT && peer promoted).
+        if new.pdsk < DiskState::Inconsistent
+            && old.peer != Role::Primary
+            && new.peer == Role::Primary
+            && new.disk >= DiskState::UpToDate
+        {
+            let bm0 = self
+                .devs
+                .get(&vol)
+                .and_then(|d| d.ld.as_ref())
+                .is_some_and(|l| l.d.uuids[UI_BITMAP] == 0);
+            if bm0 {
+                self.new_current_uuid(vol);
+                if new.conn >= ConnState::WFReportParams {
+                    self.send_uuids(vol, 0);
+                }
+            }
+        }
         self.update_md_flags(vol);
         // Promotion/demotion while connected is announced with P_STATE by the caller.
         if old.conn == ConnState::WFReportParams && new.conn >= ConnState::Connected {
