@@ -135,6 +135,9 @@ struct Device {
     sb_again: bool,
     /// MDF flags of the last superblock known durable.
     durable_flags: u32,
+    /// `ed_uuid`: current UUID of the data this node exposes (its own, or a diskless Primary's
+    /// peer's).
+    ed_uuid: u64,
     bm_in_flight: bool,
     bm_again: bool,
     /// `new_state_tmp.disk` while Negotiating.
@@ -311,6 +314,7 @@ impl Resource {
                     sb_in_flight: false,
                     sb_again: false,
                     durable_flags: 0,
+                    ed_uuid: 0,
                     bm_in_flight: false,
                     bm_again: false,
                     negotiated_disk: disk,
@@ -370,6 +374,7 @@ impl Resource {
         for d in r.devs.values_mut() {
             if let Some(ld) = &mut d.ld {
                 d.durable_flags = ld.d.flags;
+                d.ed_uuid = ld.d.uuids[UI_CURRENT] & !1;
                 if ld.d.flags & (MDF_PRIMARY_IND | MDF_CRASHED_PRIMARY) != 0 {
                     ld.crashed_primary = true;
                 }
@@ -863,6 +868,7 @@ impl Resource {
         // drbd_uuid_new_current: bitmap := current (no rotation), current := new.
         ld.d.uuids[UI_BITMAP] = ld.d.uuids[UI_CURRENT] & !1;
         ld.d.uuids[UI_CURRENT] = val | primary as u64;
+        d.ed_uuid = val;
         let u = ld.d.uuids;
         self.log(
             LogLevel::Info,
@@ -1459,6 +1465,21 @@ impl Resource {
         let v = self.dev_for(f)?;
         let (uuids, bits, flags) = handshake::receive_uuids(&f.payload)?;
         let d = self.devs.get_mut(&v).expect("checked");
+        // A diskless Primary only talks to the data it exposes (receive_uuids).
+        if (d.st.conn < ConnState::Connected || d.st.pdsk == DiskState::Diskless)
+            && d.st.disk < DiskState::Inconsistent
+            && d.st.role == Role::Primary
+            && d.ed_uuid & !1 != uuids[UI_CURRENT] & !1
+        {
+            return Err(PeerIncompatible::SyncHandshake(format!(
+                "Can only connect to data with current UUID={:016X}",
+                d.ed_uuid
+            ))
+            .into());
+        }
+        if d.ld.is_none() && d.st.role == Role::Primary {
+            d.ed_uuid = uuids[UI_CURRENT] & !1;
+        }
         d.peer.uuids = Some(uuids);
         d.peer.bits = bits;
         d.peer.flags = flags;
@@ -3682,6 +3703,7 @@ impl Resource {
                     Self::uuid_set(ld, UI_BITMAP, cur);
                     ld.d.uuids[UI_CURRENT] = p[UI_CURRENT];
                 }
+
                 Self::uuid_clear_bm(ld);
             }
         } else {
@@ -3696,6 +3718,13 @@ impl Resource {
             Some(Volume(v)),
             format!("Resync done ({} failed blocks)", failed),
         );
+        let cur = self.devs[&v]
+            .ld
+            .as_ref()
+            .map(|l| l.d.uuids[UI_CURRENT] & !1);
+        if let Some(cur) = cur {
+            self.devs.get_mut(&v).expect("exists").ed_uuid = cur;
+        }
         self.write_bitmap(v);
         self.write_superblock(v, true);
         let was_target = target;
@@ -3953,8 +3982,10 @@ impl Resource {
             if need_new {
                 self.new_current_uuid(v);
             }
-            if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+            let d = self.devs.get_mut(&v).expect("listed");
+            if let Some(ld) = d.ld.as_mut() {
                 ld.d.uuids[UI_CURRENT] |= 1;
+                d.ed_uuid = ld.d.uuids[UI_CURRENT] & !1;
             }
             self.write_superblock(v, true);
             if st.conn >= ConnState::WFReportParams {
