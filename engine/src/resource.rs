@@ -218,6 +218,10 @@ struct PendingChange {
     command: AdminCommand,
     vol: u16,
     mask: u32,
+    /// Replies still expected (one request per volume).
+    outstanding: u32,
+    /// The first refusal among the replies.
+    failed: Option<i32>,
 }
 
 pub struct Resource {
@@ -3850,7 +3854,21 @@ impl Resource {
             cmd::STATE_CHG_REQ
         };
         self.send(Socket::Data, c, vol, &p);
-        self.pending_change = Some(PendingChange { command, vol, mask });
+        match &mut self.pending_change {
+            // One request per volume (drbdadm runs drbdsetup per minor); replies come in order.
+            Some(pc) if pc.command == command => {
+                pc.outstanding += 1;
+            }
+            _ => {
+                self.pending_change = Some(PendingChange {
+                    command,
+                    vol,
+                    mask,
+                    outstanding: 1,
+                    failed: None,
+                })
+            }
+        }
     }
 
     fn pending_change_failed(&mut self) {
@@ -3866,9 +3884,20 @@ impl Resource {
     }
 
     fn state_change_reply(&mut self, code: i32) {
+        let Some(pc) = self.pending_change.as_mut() else {
+            return;
+        };
+        pc.outstanding = pc.outstanding.saturating_sub(1);
+        if code < rv::SUCCESS && pc.failed.is_none() {
+            pc.failed = Some(code);
+        }
+        if pc.outstanding > 0 {
+            return;
+        }
         let Some(pc) = self.pending_change.take() else {
             return;
         };
+        let code = pc.failed.unwrap_or(code);
         if code < rv::SUCCESS {
             self.log(
                 LogLevel::Error,
@@ -3942,14 +3971,15 @@ impl Resource {
             }
         }
         if self.conn >= ConnState::Connected {
-            let v = vols[0];
             let mut mask = 0x3;
             let mut val = Role::Primary as u32;
             if forced {
                 mask |= 0xf << 9;
                 val |= (DiskState::UpToDate as u32) << 9;
             }
-            self.request_change(command.clone(), v, mask, val, false);
+            for v in &vols {
+                self.request_change(command.clone(), *v, mask, val, false);
+            }
             return Ok(());
         }
         self.finish_primary(forced);
