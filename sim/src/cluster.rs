@@ -147,11 +147,12 @@ pub struct Cluster {
     was_steady: bool,
     heal_prng: Prng,
     next_heal_ns: u64,
-    /// Per node: was Primary at some point while not connected, since the pair was last in sync.
-    primary_apart: [bool; NODES],
     /// Each node's current UUID when the pair was last in sync (or at creation).
     synced_uuid: [Option<u64>; NODES],
     split_brain_seen: bool,
+    /// The handshake of the current connection: split brain expected, which sides decided, and
+    /// the current UUIDs when the first side decided.
+    handshake: Option<(bool, [bool; NODES], [Option<u64>; NODES])>,
     heal_connects: [u32; NODES],
     pub stats: Stats,
     /// Recent history, printed with a failure.
@@ -220,9 +221,9 @@ impl Cluster {
             was_steady: false,
             heal_prng: prng.fork(),
             next_heal_ns: 0,
-            primary_apart: [false; NODES],
             synced_uuid: [None; NODES],
             split_brain_seen: false,
+            handshake: None,
             heal_connects: [0; NODES],
             stats: Stats::default(),
             trace: Vec::new(),
@@ -482,9 +483,12 @@ impl Cluster {
         }
         let input = match ev {
             // The node that accepted the meta socket resolves conflicts; we let node 0 accept.
-            NetEvent::Connected => Input::Connected {
-                resolve_conflicts: to == 0,
-            },
+            NetEvent::Connected => {
+                self.handshake = None;
+                Input::Connected {
+                    resolve_conflicts: to == 0,
+                }
+            }
             NetEvent::Received { sock, bytes } => {
                 let socket = if sock == Sock::Data {
                     Socket::Data
@@ -816,22 +820,8 @@ impl Cluster {
             self.check_crash_recovery(n, flags_before, &attached)?;
         }
         let sb = &attached.superblock;
-        // A Primary period whose new UUID never became durable left no trace: the node comes
-        // back as it was, and no split brain is owed.
-        let synced = *self.synced_uuid[n].get_or_insert(sb.uuids[0] & !1);
-        if sb.uuids[0] & !1 == synced {
-            self.primary_apart[n] = false;
-        }
-        let disk = AttachedDisk {
-            size_sectors: p.data_sectors,
-            uuids: sb.uuids,
-            flags: sb.flags,
-            la_size_sect: sb.la_size_sect,
-            device_uuid: sb.device_uuid,
-            la_peer_max_bio_size: sb.la_peer_max_bio_size,
-            bitmap: attached.bitmap_words.clone(),
-            layout: MetaLayout::internal(p.backing_sectors),
-        };
+        self.synced_uuid[n].get_or_insert(attached.superblock.uuids[0] & !1);
+        let disk = self.attached_disk(&attached);
         let config = self.engine_config(n);
         let now = self.local_now(n);
         let created = catch_unwind(AssertUnwindSafe(|| {
@@ -873,7 +863,25 @@ impl Cluster {
         // No data check here: with `fencing dont-care` (the default) a rebooted node whose meta-data
         // says Consistent + WasUpToDate attaches UpToDate even if its peer moved on while they
         // were apart (spec drbd-metadata.md §3). What must hold is checked once they talk.
-        self.drain(n)
+        self.drain(n)?;
+        // What the node brought back from its disk must be marked where it differs.
+        let blocks: BTreeSet<u64> = self.model.blocks().collect();
+        self.check_marked(&blocks)
+    }
+
+    fn attached_disk(&self, attached: &md::Attached) -> AttachedDisk {
+        let p = self.placement;
+        let sb = &attached.superblock;
+        AttachedDisk {
+            size_sectors: p.data_sectors,
+            uuids: sb.uuids,
+            flags: sb.flags,
+            la_size_sect: sb.la_size_sect,
+            device_uuid: sb.device_uuid,
+            la_peer_max_bio_size: sb.la_peer_max_bio_size,
+            bitmap: attached.bitmap_words.clone(),
+            layout: MetaLayout::internal(p.backing_sectors),
+        }
     }
 
     fn crash(&mut self, n: usize) -> Result<(), Failure> {
@@ -932,7 +940,8 @@ impl Cluster {
         }
         // Its sockets die with it; the peer notices after a short while.
         self.net.cut(self.now_ns);
-        self.net.want_connect(self.now_ns, n, false);
+        // The dead incarnation is not told; the next one starts without that connection.
+        self.net.close(self.now_ns, n);
         let delay = self.heal_prng.range(1, self.options.restart_delay_max_ns);
         self.nodes[n].restart_at_ns = Some(self.now_ns + delay);
         Ok(())
@@ -981,6 +990,18 @@ impl Cluster {
             busy: &self.busy,
             partitioned: self.net.is_partitioned(),
             disk_errors,
+            diskless: std::array::from_fn(|n| {
+                self.snapshot(n).disk == Some(DiskState::Diskless)
+                    && self.nodes[n].disk.in_flight_len() == 0
+                    && self.nodes[n].meta_pending.is_empty()
+            }),
+            in_sync_secondary: std::array::from_fn(|n| {
+                let s = self.snapshot(n);
+                s.role == Some(Role::Secondary)
+                    && s.conn == Some(ConnState::Connected)
+                    && s.disk == Some(DiskState::UpToDate)
+                    && s.pdsk == Some(DiskState::UpToDate)
+            }),
         };
         let action = self.workload.next(&self.options, &view);
         self.do_action(action, current)
@@ -1026,7 +1047,7 @@ impl Cluster {
                     sector: block * SECTORS_PER_BLOCK,
                     data: Bytes::from(data),
                     fua,
-                    preflush: false,
+                    preflush: self.workload.preflush(&self.options),
                 };
                 self.handle(
                     node,
@@ -1101,6 +1122,65 @@ impl Cluster {
                 self.nodes[node].disk.set_faults(faults);
             }
             Action::Idle => {}
+            Action::Discard { node, block, count } => {
+                // Discarded blocks read back as zeros, which the model calls write 0.
+                let blocks: Vec<u64> = (block..block + count).collect();
+                self.model.write_issued(0, &blocks);
+                self.busy.extend(blocks.iter().copied());
+                let replicating =
+                    if self.snapshot(node).conn.is_some_and(replicates) && self.net.is_up() {
+                        self.net.connection_id()
+                    } else {
+                        0
+                    };
+                let rid = self.new_request(
+                    node,
+                    ReqKind::Write {
+                        id: 0,
+                        blocks,
+                        replicating,
+                    },
+                );
+                let op = RequestOp::Discard {
+                    sector: block * SECTORS_PER_BLOCK,
+                    len_bytes: (count * BLOCK_BYTES) as u32,
+                };
+                self.handle(
+                    node,
+                    Input::Request {
+                        id: rid,
+                        volume: VOL,
+                        op,
+                    },
+                )?;
+            }
+            Action::Invalidate { node } => {
+                self.admin(node, AdminCommand::Invalidate { volume: VOL })?
+            }
+            Action::Detach { node } => self.admin(node, AdminCommand::Detach { volume: VOL })?,
+            Action::Attach { node } => {
+                let p = self.placement;
+                let attached = match md::apply_al_and_read(&mut self.nodes[node].disk, &p) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return Err(self.fail(
+                            FailureClass::Correctness,
+                            "meta-data",
+                            format!("node {node}: meta-data unreadable at attach: {e}"),
+                        ))
+                    }
+                };
+                let disk = self.attached_disk(&attached);
+                self.admin(
+                    node,
+                    AdminCommand::Attach {
+                        volume: VOL,
+                        disk: Box::new(disk),
+                    },
+                )?;
+                let blocks: BTreeSet<u64> = self.model.blocks().collect();
+                self.check_marked(&blocks)?;
+            }
         }
         Ok(())
     }
@@ -1204,15 +1284,8 @@ impl Cluster {
                 }
             }
         }
-        for n in 0..NODES {
-            let st = self.snapshot(n);
-            if st.role == Some(Role::Primary) && !st.conn.is_some_and(|c| c.is_established()) {
-                self.primary_apart[n] = true;
-            }
-        }
         let steady = self.steady();
         if steady && !self.was_steady {
-            self.primary_apart = [false; NODES];
             self.split_brain_seen = false;
             for n in 0..NODES {
                 let uuid = self.nodes[n]
@@ -1323,6 +1396,15 @@ impl Cluster {
         Ok(())
     }
 
+    fn marks(&self, b: u64) -> [Option<bool>; NODES] {
+        std::array::from_fn(|n| {
+            self.nodes[n]
+                .engine
+                .as_ref()
+                .and_then(|e| e.out_of_sync(VOL, b))
+        })
+    }
+
     /// Both nodes up, Connected, UpToDate/UpToDate on both sides.
     fn steady(&self) -> bool {
         (0..NODES).all(|n| {
@@ -1385,28 +1467,44 @@ impl Cluster {
         Ok(())
     }
 
-    /// A handshake on node `n` just decided (sync, no sync, or split brain). If both nodes were
-    /// Primary while apart, both made new data generations, which the handshake must call a
-    /// split brain (spec §10.2 rules 90/100), never merge silently. Either way the two lineages
-    /// now meet, so the bookkeeping starts over.
+    /// A handshake on node `n` just decided (sync, no sync, or split brain). If both nodes
+    /// changed their current UUID since they last agreed, each started a data generation the
+    /// other cannot know (a Primary that lost its peer, a promotion while apart; spec §10.1), and
+    /// the handshake must call it a split brain (§10.2 rules 90/100), never merge silently.
+    /// (A new UUID that never became durable vanishes with a crash, and then is not counted.)
     fn handshake_decided(&mut self, n: usize) -> Result<(), Failure> {
-        if self.primary_apart.iter().all(|p| *p) && !self.split_brain_seen {
-            return Err(self.fail(FailureClass::Correctness, "split-brain-detected", format!(
-                "both nodes were Primary while disconnected, yet node {n}'s handshake found no split brain: {}",
-                self.describe()
-            )));
-        }
-        if self.split_brain_seen {
-            return Ok(());
-        }
-        self.primary_apart = [false; NODES];
-        for m in 0..NODES {
-            let uuid = self.nodes[m]
+        let current: [Option<u64>; NODES] = std::array::from_fn(|m| {
+            self.nodes[m]
                 .engine
                 .as_ref()
                 .and_then(|e| e.uuids(VOL))
-                .map(|u| u[0] & !1);
-            self.synced_uuid[m] = uuid.or(self.synced_uuid[m]);
+                .map(|u| u[0] & !1)
+        });
+        // Judged from the UUIDs when the first side decides; either side may be the one that
+        // notices (a promotion racing the handshake is seen by one side only).
+        if self.handshake.is_none() {
+            let changed = |m: usize| matches!((current[m], self.synced_uuid[m]), (Some(c), Some(s)) if c != s);
+            self.handshake = Some((changed(0) && changed(1), [false; NODES], current));
+        }
+        let Some((expected, mut decided, at_first)) = self.handshake else {
+            return Ok(());
+        };
+        decided[n] = true;
+        self.handshake = Some((expected, decided, at_first));
+        if !decided.iter().all(|d| *d) {
+            return Ok(());
+        }
+        self.handshake = None;
+        if expected && !self.split_brain_seen {
+            return Err(self.fail(FailureClass::Correctness, "split-brain-detected", format!(
+                "both nodes started new data generations while apart (current UUIDs {:x?}, last agreed {:x?}), yet neither handshake found a split brain: {}",
+                at_first, self.synced_uuid, self.describe()
+            )));
+        }
+        if !self.split_brain_seen {
+            for m in 0..NODES {
+                self.synced_uuid[m] = current[m].or(self.synced_uuid[m]);
+            }
         }
         Ok(())
     }
@@ -1432,9 +1530,10 @@ impl Cluster {
             }
             if self.nodes[0].disk.sector_visible(s) != self.nodes[1].disk.sector_visible(s) {
                 return Err(self.fail(FailureClass::Correctness, check, format!(
-                    "node {target} finished its resync but sector {s} (block {b}) differs: node 0 {:?}, node 1 {:?}",
+                    "node {target} finished its resync but sector {s} (block {b}) differs: node 0 {:?}, node 1 {:?}; marked out of sync: {:?}",
                     identify(&self.read_block(0, b), b),
-                    identify(&self.read_block(1, b), b)
+                    identify(&self.read_block(1, b), b),
+                    self.marks(b)
                 )));
             }
         }

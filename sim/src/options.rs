@@ -92,6 +92,22 @@ pub struct Options {
     pub liveness_budget_ns: u64,
     /// Safety valve: most simulator steps in one run.
     pub max_steps: u64,
+    /// Actions added after the first seeds were recorded, drawn from a separate stream so that
+    /// older seeds (sim/regressions.txt) replay unchanged when this is off.
+    pub extended: Option<Extended>,
+}
+
+/// Weights of the later actions: they replace a share of the idle actions.
+#[derive(Clone, Debug)]
+pub struct Extended {
+    /// Per-million share of idle actions that become one of the actions below.
+    pub replace_idle_ppm: u32,
+    pub discard: u32,
+    pub invalidate: u32,
+    pub detach: u32,
+    pub attach: u32,
+    /// Per-million share of writes that carry REQ_PREFLUSH.
+    pub preflush_ppm: u32,
 }
 
 const MS: u64 = 1_000_000;
@@ -184,11 +200,29 @@ impl Options {
             after_sb_0pri: [0, 0, 3, 4][p.below(4) as usize],
             liveness_budget_ns: 600 * SECOND,
             max_steps: 400_000,
+            extended: Extended::from_seed(seed),
         }
     }
 
     pub fn data_blocks(&self, data_sectors: u64) -> u64 {
         data_sectors / 8
+    }
+}
+
+impl Extended {
+    fn from_seed(seed: u64) -> Option<Extended> {
+        let mut p = Prng::new(seed ^ 0xe87e_dded_0000_0001);
+        if p.coin() {
+            return None;
+        }
+        Some(Extended {
+            replace_idle_ppm: p.range(100_000, 900_000) as u32,
+            discard: p.range(0, 5) as u32,
+            invalidate: p.range(0, 2) as u32,
+            detach: p.range(0, 2) as u32,
+            attach: p.range(1, 4) as u32,
+            preflush_ppm: p.range(0, 200_000) as u32,
+        })
     }
 }
 

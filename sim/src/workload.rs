@@ -48,6 +48,23 @@ pub enum Action {
         on: bool,
     },
     Idle,
+    /// Discard (trim) `count` blocks from `block` on the Primary.
+    Discard {
+        node: usize,
+        block: u64,
+        count: u64,
+    },
+    /// `drbdadm invalidate` on a connected Secondary: full sync from the peer.
+    Invalidate {
+        node: usize,
+    },
+    Detach {
+        node: usize,
+    },
+    /// Re-attach a detached disk (the simulator reads its meta-data, apply-al first).
+    Attach {
+        node: usize,
+    },
 }
 
 /// What the workload may look at when choosing (the simulator's omniscient view).
@@ -62,10 +79,16 @@ pub struct View<'a> {
     pub busy: &'a BTreeSet<u64>,
     pub partitioned: bool,
     pub disk_errors: [bool; NODES],
+    /// Nodes that are up without a disk (detached) and have no disk I/O in flight.
+    pub diskless: [bool; NODES],
+    /// Nodes that are Secondary, Connected and UpToDate with an UpToDate peer.
+    pub in_sync_secondary: [bool; NODES],
 }
 
 pub struct Workload {
     prng: Prng,
+    /// Separate stream for the extended actions (see `options::Extended`).
+    extra: Prng,
     /// First block of each spot the workload uses.
     spots: Vec<u64>,
     data_blocks: u64,
@@ -81,8 +104,10 @@ impl Workload {
             .collect();
         spots.sort_unstable();
         spots.dedup();
+        let extra = Prng::new(options.seed ^ 0xe87e_dded_0000_0002);
         Workload {
             prng,
+            extra,
             spots,
             data_blocks,
         }
@@ -97,10 +122,50 @@ impl Workload {
         for _ in 0..8 {
             let kind = self.prng.weighted(&weights);
             if let Some(a) = self.try_kind(kind, options, view) {
+                if a == Action::Idle {
+                    return self.extended(options, view).unwrap_or(Action::Idle);
+                }
                 return a;
             }
         }
         Action::Idle
+    }
+
+    /// Whether this write also carries REQ_PREFLUSH.
+    pub fn preflush(&mut self, options: &Options) -> bool {
+        options
+            .extended
+            .as_ref()
+            .is_some_and(|e| self.extra.chance(e.preflush_ppm))
+    }
+
+    fn extended(&mut self, options: &Options, view: &View) -> Option<Action> {
+        let e = options.extended.as_ref()?;
+        if !self.extra.chance(e.replace_idle_ppm) {
+            return None;
+        }
+        let node = self.extra.below(NODES as u64) as usize;
+        let primary = (0..NODES).find(|n| view.primary[*n] && view.up[*n]);
+        match self
+            .extra
+            .weighted(&[e.discard, e.invalidate, e.detach, e.attach])
+        {
+            0 => {
+                let node = primary.filter(|_| view.in_flight < options.max_in_flight as usize)?;
+                let spot = self.spots[self.extra.below(self.spots.len() as u64) as usize];
+                let count = (0..self.extra.range(1, 2))
+                    .take_while(|i| spot + i < self.data_blocks && !view.busy.contains(&(spot + i)))
+                    .count() as u64;
+                (count > 0).then_some(Action::Discard {
+                    node,
+                    block: spot,
+                    count,
+                })
+            }
+            1 => view.in_sync_secondary[node].then_some(Action::Invalidate { node }),
+            2 => (view.up[node] && !view.diskless[node]).then_some(Action::Detach { node }),
+            _ => view.diskless[node].then_some(Action::Attach { node }),
+        }
     }
 
     fn try_kind(&mut self, kind: usize, options: &Options, view: &View) -> Option<Action> {
