@@ -1502,8 +1502,8 @@ impl Cluster {
             )));
         }
         if !self.split_brain_seen {
-            for m in 0..NODES {
-                self.synced_uuid[m] = current[m].or(self.synced_uuid[m]);
+            for (synced, now) in self.synced_uuid.iter_mut().zip(current) {
+                *synced = now.or(*synced);
             }
         }
         Ok(())
