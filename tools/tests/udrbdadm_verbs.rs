@@ -100,12 +100,17 @@ impl Node {
             if got == want {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {verb} is {got:?}, want {want:?}\nlog:\n{}",
-                self.name,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                let ev = String::from_utf8_lossy(
+                    &self.adm(&["events2", "--now", "--statistics", "r0"]).stdout,
+                )
+                .into_owned();
+                panic!(
+                    "{}: {verb} is {got:?}, want {want:?}\nevents2:\n{ev}\nlog:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -280,4 +285,107 @@ fn verbs_on_a_resource_without_daemon() {
         "{out}"
     );
     assert!(!a.run_dir.join("r0.sock").exists());
+}
+
+fn status_json(n: &Node) -> udrbd::status::StatusSnapshot {
+    match n.client().call(Request::Status).unwrap() {
+        Response::Status(s) => *s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 6 item 2 through udrbdadm: kill -9 the secondary's daemon, write 1,000 scattered 4 KiB
+/// blocks, `up` it again: the resync moves exactly the marked blocks.
+#[test]
+fn secondary_crash_resyncs_only_the_marked_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = setup(dir.path(), "");
+    for n in [&a, &b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    a.wait_for("cstate", "Connected\n", 30);
+    a.ok(&["primary", "--force", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    let pid: i32 = std::fs::read_to_string(b.run_dir.join("r0.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    a.wait_for("cstate", "WFConnection\n", 30);
+
+    let mut c = a.client();
+    let blocks = status_json(&a).volumes[0].size_kib / 4;
+    for i in 0..1000u64 {
+        let blk = (i * 104_729 + 17) % blocks;
+        let r = c.call(Request::Write {
+            volume: 0,
+            sector: blk * 8,
+            data_hex: udrbd::control::to_hex(&block(i)),
+        });
+        assert_eq!(r.unwrap(), Response::Ok);
+    }
+    let ev = a.ok(&["events2", "--now", "--statistics", "r0"]);
+    assert!(ev.contains(" out-of-sync:4000 "), "{ev}");
+
+    b.ok(&["up", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    b.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    let sb = status_json(&b);
+    assert_eq!(sb.volumes[0].stats.resynced_kib, 4000, "{sb:?}");
+    assert_eq!(status_json(&a).volumes[0].out_of_sync_kib, 0);
+    let bytes = sb.volumes[0].size_kib * 1024;
+    assert_eq!(a.data_hash(bytes), b.data_hash(bytes));
+    a.ok(&["down", "r0"]);
+    b.ok(&["down", "r0"]);
+}
+
+/// The remaining state verbs against a connected pair.
+#[test]
+fn secondary_invalidate_remote_invalidate_detach_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = setup(dir.path(), "");
+    for n in [&a, &b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    a.ok(&["wait-connect", "r0"]);
+    a.ok(&["primary", "--force", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    a.ok(&["secondary", "r0"]);
+    assert_eq!(a.ok(&["role", "r0"]), "Secondary/Secondary\n");
+    // invalidate-remote: full sync from alice to bob.
+    a.ok(&["invalidate-remote", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    b.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    // invalidate: full sync from bob to alice.
+    a.ok(&["invalidate", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    b.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    a.ok(&["detach", "r0"]);
+    assert_eq!(a.ok(&["dstate", "r0"]), "Diskless/UpToDate\n");
+    a.ok(&["attach", "r0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 60);
+    a.ok(&["down", "r0"]);
+    b.ok(&["down", "r0"]);
+}
+
+/// `new-current-uuid --clear-bitmap` on a fresh pair skips the initial sync.
+#[test]
+#[ignore = "engine: after the skip-initial-sync P_UUIDS the initiator keeps pdsk Inconsistent (the peer's later P_STATE UpToDate is not applied); reported"]
+fn new_current_uuid_clear_bitmap_skips_initial_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = setup(dir.path(), "");
+    for n in [&a, &b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    a.ok(&["wait-connect", "r0"]);
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0/0"]);
+    a.wait_for("dstate", "UpToDate/UpToDate\n", 30);
+    b.wait_for("dstate", "UpToDate/UpToDate\n", 30);
+    a.ok(&["down", "r0"]);
+    b.ok(&["down", "r0"]);
 }

@@ -462,6 +462,27 @@ mod tests {
         roundtrip(false);
     }
 
+    /// tmpfs refuses O_DIRECT: the device must still work, without it.
+    #[test]
+    fn tmpfs_falls_back_to_buffered_io() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("skipping: no /dev/shm on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let path = dir.path().join("disk");
+        std::fs::write(&path, vec![0u8; 1 << 16]).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let b = Backing::open(&path, true, Box::new(move |c| tx.lock().unwrap().send(c).unwrap())).unwrap();
+        assert_ne!(b.mode(), IoMode::UringDirect);
+        b.submit(1, IoOp::Write { offset: 4096, data: Bytes::from(vec![7u8; 4096]) });
+        assert!(rx.recv().unwrap().result.is_ok());
+        b.submit(2, IoOp::Read { offset: 4096, len: 4096 });
+        assert_eq!(rx.recv().unwrap().result.unwrap().unwrap(), Bytes::from(vec![7u8; 4096]));
+    }
+
     #[test]
     fn read_past_end_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();

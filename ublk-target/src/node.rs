@@ -272,6 +272,8 @@ struct Driver {
     down: bool,
     pending_attach: Option<(u16, engine::AttachedDisk)>,
     down_at: Option<(Sender<Response>, std::time::Instant)>,
+    /// Minor numbers of the volumes ever attached (they outlive a detach).
+    minors: BTreeMap<u16, u32>,
 }
 
 impl Driver {
@@ -299,6 +301,7 @@ impl Driver {
             down: false,
             pending_attach: None,
             down_at: None,
+            minors: BTreeMap::new(),
         }
     }
 
@@ -362,7 +365,7 @@ impl Driver {
         match ev {
             Event::Control { request, reply } => self.on_control(request, reply),
             Event::Upper { volume, op, reply } => {
-                if self.engine.is_none() || !self.vols.contains_key(&volume) {
+                if self.engine.is_none() || !self.minors.contains_key(&volume) {
                     let _ = reply.send(Err(format!("volume {volume} is not attached")));
                     return;
                 }
@@ -412,7 +415,7 @@ impl Driver {
                 if self.conn.as_ref().is_some_and(|c| c.gen == gen) {
                     let n = bytes.len() as u64;
                     if let Some(s) = self.stats.get_mut(&0) {
-                        s.received_kib += n / 1024;
+                        s.received_kib += n;
                     }
                     self.handle(Input::Received { socket, bytes });
                 }
@@ -436,9 +439,9 @@ impl Driver {
                 if let (Ok(_), Kind::Read(v, n) | Kind::Write(v, n)) = (&result, kind) {
                     let s = self.stats.entry(v).or_default();
                     if matches!(kind, Kind::Read(..)) {
-                        s.read_kib += n / 1024;
+                        s.read_kib += n;
                     } else {
-                        s.written_kib += n / 1024;
+                        s.written_kib += n;
                     }
                 }
                 let result = result.map_err(|e| {
@@ -501,7 +504,7 @@ impl Driver {
                 };
                 if let Some(tx) = tx {
                     if let Some(s) = self.stats.get_mut(&0) {
-                        s.sent_kib += bytes.len() as u64 / 1024;
+                        s.sent_kib += bytes.len() as u64;
                     }
                     let _ = tx.send(bytes);
                 }
@@ -607,7 +610,15 @@ impl Driver {
                     let _ = reply.send(result.map_err(|e| format!("{e:?}")));
                 }
             }
-            Output::AdminDone { result, .. } => {
+            Output::AdminDone { command, result } => {
+                // A detached volume's devices are closed; its minor stays for status.
+                match (&command, &result) {
+                    (AdminCommand::Detach { volume }, Ok(()))
+                    | (AdminCommand::Attach { volume, .. }, Err(_)) => {
+                        self.vols.remove(&volume.0);
+                    }
+                    _ => {}
+                }
                 let resp = match result {
                     Ok(()) => Response::Ok,
                     Err(r) => Response::Refused {
@@ -996,6 +1007,7 @@ impl Driver {
             on_disk.size_sectors
         );
         let volume = spec.volume;
+        let spec_minor = spec.minor;
         self.vols.insert(
             volume,
             Vol {
@@ -1006,6 +1018,7 @@ impl Driver {
             },
         );
         self.stats.entry(volume).or_default();
+        self.minors.insert(volume, spec_minor);
         self.disk_opts = options;
         if self.engine.is_none() {
             match self.build_engine(vec![(volume, on_disk)]) {
@@ -1178,10 +1191,10 @@ impl Driver {
             .volumes
             .iter()
             .filter_map(|v| {
-                let vol = self.vols.get(&v.volume.0)?;
+                let minor = *self.minors.get(&v.volume.0)?;
                 Some(VolumeStatus {
                     volume: v.volume.0,
-                    minor: vol.minor,
+                    minor,
                     disk: v.disk.name().into(),
                     blocked: vec![],
                     cstate: v.replication.name().into(),
@@ -1189,9 +1202,17 @@ impl Driver {
                     resync_suspended: vec![],
                     size_kib: v.size_sectors / 2,
                     out_of_sync_kib: v.out_of_sync_kib,
-                    stats: VolumeStats {
-                        resynced_kib: v.resync_total_blocks * 4,
-                        ..self.stats.get(&v.volume.0).cloned().unwrap_or_default()
+                    stats: {
+                        // The driver counts bytes in the `*_kib` fields; report KiB.
+                        let b = self.stats.get(&v.volume.0).cloned().unwrap_or_default();
+                        VolumeStats {
+                            received_kib: b.received_kib / 1024,
+                            sent_kib: b.sent_kib / 1024,
+                            read_kib: b.read_kib / 1024,
+                            written_kib: b.written_kib / 1024,
+                            resynced_kib: v.resync_total_blocks * 4,
+                            ..b
+                        }
                     },
                 })
             })
