@@ -187,7 +187,7 @@ fn plays_sync_target_to_a_kernel_sync_source() {
         .position(|c| *c == cmd::RS_DATA_REQUEST)
         .expect("kernel requested data");
     assert_eq!(
-        upto, 11,
+        upto, 10,
         "features, protocol, sync-param, sizes, uuids, 2 states, uuids, state, bitmap"
     );
     assert_eq!(
