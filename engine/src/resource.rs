@@ -3783,7 +3783,7 @@ impl Resource {
             AdminCommand::Connect { discard_my_data } => {
                 if self.conn != ConnState::StandAlone {
                     Err(ret_refusal(
-                        102,
+                        125,
                         "Device has a net-config (use disconnect first)",
                     ))
                 } else {
@@ -3821,7 +3821,7 @@ impl Resource {
             AdminCommand::PauseSync { volume } | AdminCommand::ResumeSync { volume } => {
                 let pause = matches!(command, AdminCommand::PauseSync { .. });
                 if !self.devs.contains_key(&volume.0) {
-                    Err(ret_refusal(127, "Unknown volume"))
+                    Err(ret_refusal(127, "Device minor not allocated"))
                 } else {
                     self.set_state(volume.0, |s| s.user_isp = pause);
                     if self.conn >= ConnState::Connected {
@@ -4051,12 +4051,30 @@ impl Resource {
 
     fn admin_attach(&mut self, v: u16, disk: AttachedDisk) -> Result<(), AdminRefusal> {
         let Some(d) = self.devs.get(&v) else {
-            return Err(ret_refusal(127, "Unknown volume"));
+            return Err(ret_refusal(127, "Device minor not allocated"));
         };
         if d.ld.is_some() {
             return Err(ret_refusal(
                 124,
                 "Device is attached to a disk (use detach first)",
+            ));
+        }
+        // A disconnected Primary may only attach the data it exposes (drbd_nl.c attach).
+        let st = d.st;
+        if st.conn < ConnState::Connected
+            && st.role == Role::Primary
+            && d.ed_uuid != 0
+            && d.ed_uuid & !1 != disk.uuids[UI_CURRENT] & !1
+        {
+            let ed = d.ed_uuid;
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                format!("Can only attach to data with current UUID={ed:016X}"),
+            );
+            return Err(ret_refusal(
+                150,
+                "Can only attach to the data we lost last (see kernel log).",
             ));
         }
         let ld = LocalDisk::attach(disk, self.cfg.disk.al_extents);
@@ -4084,7 +4102,7 @@ impl Resource {
 
     fn admin_detach(&mut self, v: u16) -> Result<(), AdminRefusal> {
         let Some(d) = self.devs.get(&v) else {
-            return Err(ret_refusal(127, "Unknown volume"));
+            return Err(ret_refusal(127, "Device minor not allocated"));
         };
         if d.ld.is_none() {
             return Ok(());
@@ -4110,7 +4128,7 @@ impl Resource {
         remote: bool,
     ) -> Result<(), AdminRefusal> {
         let Some(d) = self.devs.get(&v) else {
-            return Err(ret_refusal(127, "Unknown volume"));
+            return Err(ret_refusal(127, "Device minor not allocated"));
         };
         let st = d.st;
         if d.ld.is_none() {
@@ -4177,7 +4195,7 @@ impl Resource {
 
     fn admin_outdate(&mut self, v: u16) -> Result<(), AdminRefusal> {
         let Some(d) = self.devs.get(&v) else {
-            return Err(ret_refusal(127, "Unknown volume"));
+            return Err(ret_refusal(127, "Device minor not allocated"));
         };
         let st = d.st;
         if st.conn >= ConnState::Connected {
@@ -4195,10 +4213,10 @@ impl Resource {
 
     fn admin_new_current_uuid(&mut self, v: u16, clear_bitmap: bool) -> Result<(), AdminRefusal> {
         let Some(d) = self.devs.get(&v) else {
-            return Err(ret_refusal(127, "Unknown volume"));
+            return Err(ret_refusal(127, "Device minor not allocated"));
         };
         if d.ld.is_none() {
-            return Err(ret_refusal(138, "Device does not have a disk"));
+            return Err(ret_refusal(138, "Device does not have a disk-config"));
         }
         let st = d.st;
         let fresh =
