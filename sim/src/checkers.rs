@@ -260,16 +260,20 @@ impl Model {
         self.blocks.values().any(|m| m.in_flight.is_some())
     }
 
-    /// After a divergence has been resolved (the pair synced), what the disks now hold is the
-    /// only lineage left.
-    pub fn rebase(&mut self, values: &[(u64, u64)]) {
-        for (block, v) in values {
-            let m = self.blocks.entry(*block).or_default();
-            m.acked = *v;
-            m.history = vec![*v];
-            m.fuzzy = false;
-        }
-        self.diverged = false;
+    /// Rebase one block on what the synced disks hold: a whole write, or a torn mixture of
+    /// known writes (kept as a set of acceptable sector sources). Foreign bytes are not adopted.
+    pub fn rebase_block(&mut self, block: u64, data: &[u8]) {
+        let ids: Option<Vec<u64>> = data
+            .chunks(SECTOR)
+            .map(|s| sector_write_id(s, block))
+            .collect();
+        let Some(mut ids) = ids else { return };
+        ids.sort_unstable();
+        ids.dedup();
+        let m = self.blocks.entry(block).or_default();
+        m.acked = ids[0];
+        m.fuzzy = ids.len() > 1;
+        m.history = ids;
     }
 }
 

@@ -671,6 +671,10 @@ impl Cluster {
                     && change.new.disk == DiskState::UpToDate
                 {
                     self.check_identical(n, "resync-identical")?;
+                    // The target took over the source's UUIDs: the two agree again.
+                    if !self.split_brain_seen {
+                        self.note_agreed_uuids();
+                    }
                 }
             }
             Output::Log { message, .. } => {
@@ -1448,16 +1452,16 @@ impl Cluster {
         }
         if self.model.diverged {
             // The split brain was resolved one way or the other; what both hold is now the truth.
-            let values: Vec<(u64, u64)> = self
+            let blocks: Vec<u64> = self
                 .model
                 .blocks()
                 .filter(|b| !self.busy.contains(b))
-                .filter_map(|b| match identify(&self.read_block(0, b), b) {
-                    BlockValue::Write(v) => Some((b, v)),
-                    BlockValue::Mixed => None,
-                })
                 .collect();
-            self.model.rebase(&values);
+            for b in blocks {
+                let data = self.read_block(0, b);
+                self.model.rebase_block(b, &data);
+            }
+            self.model.diverged = false;
             self.stats.split_brains_resolved += 1;
             self.note("model: divergence resolved, rebased on the synced data".into());
         }
@@ -1507,6 +1511,17 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    fn note_agreed_uuids(&mut self) {
+        for m in 0..NODES {
+            let uuid = self.nodes[m]
+                .engine
+                .as_ref()
+                .and_then(|e| e.uuids(VOL))
+                .map(|u| u[0] & !1);
+            self.synced_uuid[m] = uuid.or(self.synced_uuid[m]);
+        }
     }
 
     /// Right when a SyncTarget declares its resync done, both data areas must be identical
