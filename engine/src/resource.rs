@@ -212,6 +212,16 @@ struct PendingFlush {
     remote_ok: bool,
 }
 
+/// A peer write that must wait for our activity log (we hold the only good copy).
+#[derive(Clone, Debug)]
+struct PeerAlWait {
+    io: Io,
+    data: Option<Bytes>,
+    fua: bool,
+    preflush: bool,
+    discard: bool,
+}
+
 /// A state change we asked the peer to agree to.
 #[derive(Clone, Debug)]
 struct PendingChange {
@@ -257,6 +267,9 @@ pub struct Resource {
     pings_sent: u64,
     ping_acks: u64,
     flushes: Vec<PendingFlush>,
+    peer_al_waiting: VecDeque<PeerAlWait>,
+    /// AL references held by peer writes in flight: (volume, sector, bytes, extents).
+    peer_al_refs: Vec<(u16, u64, u32, Vec<u32>)>,
     /// Parked writes should be retried after the current meta-data completion.
     al_retry_soon: bool,
     /// Set by `disconnect`: after the sockets close, stay StandAlone.
@@ -367,6 +380,8 @@ impl Resource {
             pings_sent: 0,
             ping_acks: 0,
             flushes: Vec::new(),
+            peer_al_waiting: VecDeque::new(),
+            peer_al_refs: Vec::new(),
             al_retry_soon: false,
             stay_standalone: false,
             now,
@@ -2482,6 +2497,65 @@ impl Resource {
         }
     }
 
+    /// Starts peer writes whose AL extents can be made hot; the rest keep waiting.
+    fn retry_peer_al_waiting(&mut self) {
+        let waiting: Vec<PeerAlWait> = self.peer_al_waiting.drain(..).collect();
+        for w in waiting {
+            let Io::PeerWrite {
+                vol, sector, len, ..
+            } = w.io
+            else {
+                continue;
+            };
+            if self.devs.get(&vol).and_then(|d| d.ld.as_ref()).is_none() {
+                // Detached meanwhile: no AL to take; write-through fails at the disk layer.
+                self.submit_peer_write(w.io, w.data, w.fua, w.preflush, w.discard);
+                continue;
+            }
+            let first = meta::al_extent(sector);
+            let last = meta::al_extent(sector + (len as u64 / 512).max(1) - 1);
+            let mut held = Vec::new();
+            let mut ok = true;
+            for e in first..=last {
+                match self.al_begin(vol, e) {
+                    Some(true) => held.push(e),
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                self.peer_al_refs.push((vol, sector, len, held));
+                self.submit_peer_write(w.io, w.data, w.fua, w.preflush, w.discard);
+            } else {
+                if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                    for x in &held {
+                        ld.al.release(*x);
+                    }
+                }
+                self.peer_al_waiting.push_back(w);
+            }
+        }
+    }
+
+    fn release_peer_al(&mut self, vol: u16, sector: u64, len: u32) {
+        if let Some(i) = self
+            .peer_al_refs
+            .iter()
+            .position(|(v, s, l, _)| *v == vol && *s == sector && *l == len)
+        {
+            let (_, _, _, exts) = self.peer_al_refs.remove(i);
+            if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                for e in exts {
+                    ld.al.release(e);
+                }
+            }
+            self.retry_al_waiters();
+            self.retry_peer_al_waiting();
+        }
+    }
+
     fn retry_al_waiters(&mut self) {
         let waiters: Vec<u64> = self.al_waiters.drain(..).collect();
         for c in waiters {
@@ -2528,6 +2602,7 @@ impl Resource {
                     self.write_bitmap(vol);
                 }
                 self.retry_al_waiters();
+                self.retry_peer_al_waiting();
             }
             _ => {}
         }
@@ -2536,6 +2611,7 @@ impl Resource {
         }
         if std::mem::take(&mut self.al_retry_soon) {
             self.retry_al_waiters();
+            self.retry_peer_al_waiting();
         }
         if result.is_err() {
             // Meta-data I/O errors always detach (drbd_chk_io_error with DRBD_META_IO_ERROR).
@@ -2607,6 +2683,7 @@ impl Resource {
                 }
             }
             self.retry_al_waiters();
+            self.retry_peer_al_waiting();
         }
     }
 
@@ -2670,6 +2747,9 @@ impl Resource {
                 let ok = result.is_ok();
                 if let Some(e) = epoch {
                     self.rx.write_done(e);
+                }
+                if !resync {
+                    self.release_peer_al(vol, sector, len);
                 }
                 if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
                     if resync {
@@ -2900,14 +2980,35 @@ impl Resource {
             self.flush_ready_epochs();
             return Ok(());
         }
-        // The Primary's disk is the only good copy if the peer (us) is not replicated... here
-        // we are the receiver; if our peer disk is bad we are the only copy: remember it.
-        if self.devs[&v].st.pdsk < DiskState::Inconsistent {
+        // Our peer's disk is unusable, so this node holds the only good copy: mark the range out
+        // of sync and cover it with our own activity log (spec §7.2 1, receive_Data).
+        let only_copy = self.devs[&v].st.pdsk < DiskState::Inconsistent;
+        if only_copy {
             if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
                 ld.bitmap.set_range(sector, len);
             }
         }
         let epoch = self.rx.add_write(true);
+        if only_copy && self.cfg.mutation != Some(Mutation::SkipActivityLog) {
+            let io = Io::PeerWrite {
+                vol: v,
+                sector,
+                len,
+                block_id,
+                epoch: Some(epoch),
+                flags,
+                resync: false,
+            };
+            self.peer_al_waiting.push_back(PeerAlWait {
+                io,
+                data,
+                fua: flags & dp::FUA != 0,
+                preflush: flags & dp::FLUSH != 0,
+                discard: f.cmd != cmd::DATA,
+            });
+            self.retry_peer_al_waiting();
+            return Ok(());
+        }
         let io = Io::PeerWrite {
             vol: v,
             sector,
