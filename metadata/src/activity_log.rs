@@ -674,6 +674,68 @@ mod tests {
         assert_eq!(r.hot_extents(), al.hot_extents());
     }
 
+    proptest::proptest! {
+        /// Any sequence of activations: replaying the ring gives the in-memory hot set, and
+        /// with the newest block torn, the hot set before the last transaction.
+        #[test]
+        fn replay_matches_hot_set(
+            slots in 1u32..200,
+            ops in proptest::collection::vec((0u32..400, 1usize..4), 1..120),
+        ) {
+            let geo = AlGeometry::default();
+            let mut area = initialized_area(geo);
+            let mut al = ActivityLog::new(layout(), slots).unwrap();
+            let mut before_last = Vec::new();
+            let mut last = None;
+            for (first, n) in ops {
+                let ext: Vec<u32> = (first..first + n as u32).collect();
+                match al.make_hot(&ext) {
+                    Ok(Some(w)) => {
+                        before_last = al_hot_before(&al, &w);
+                        last = Some(w.write.offset);
+                        ring_with(&mut al, &mut area, w);
+                    }
+                    Ok(None) => {}
+                    Err(Error::AlBusy { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+                for e in ext {
+                    al.release(e);
+                }
+            }
+            let r = replay(&area, geo);
+            proptest::prop_assert_eq!(r.hot_extents(), al.hot_extents());
+            if let Some(off) = last {
+                let o = (off - layout().al_offset()) as usize;
+                area[o + 1000] ^= 1;
+                let r = replay(&area, geo);
+                proptest::prop_assert_eq!(r.hot_extents(), before_last);
+            }
+        }
+
+        /// Arbitrary bytes in the AL area never panic replay.
+        #[test]
+        fn replay_survives_garbage(seed in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut area = initialized_area(AlGeometry::default());
+            for (i, b) in seed.iter().enumerate() {
+                let o = (usize::from(*b) * 131 + i * 4099) % area.len();
+                area[o] ^= b | 1;
+            }
+            let _ = replay(&area, AlGeometry::default());
+        }
+    }
+
+    /// The hot set as it was before transaction `w` (whose changes are already applied).
+    fn al_hot_before(al: &ActivityLog, w: &AlWrite) -> Vec<u32> {
+        let t = AlTransaction::decode(&w.write.data).unwrap();
+        let mut hot: std::collections::BTreeSet<u32> = al.hot_extents().into_iter().collect();
+        for (_, e) in &t.updates {
+            hot.remove(e);
+        }
+        hot.extend(w.evicted.iter().copied());
+        hot.into_iter().collect()
+    }
+
     #[test]
     fn replay_of_initialized_ring_is_clean() {
         let r = replay(
