@@ -30,6 +30,7 @@ check size-256MiB test "$(blockdev --getsize64 $DEV)" = 268435456
 check logical-block-512 test "$(blockdev --getss $DEV)" = 512
 check physical-block-4096 test "$(blockdev --getpbsz $DEV)" = 4096
 check write-cache-advertised grep -q 'write back' /sys/block/ublkb0/queue/write_cache
+check fua-advertised grep -qx 1 /sys/block/ublkb0/queue/fua
 
 FIO="fio --filename=$DEV --ioengine=io_uring --direct=1 --verify=crc32c --do_verify=1 \
      --verify_fatal=1 --exitall_on_error --output-format=terse --terse-version=3"
@@ -41,10 +42,17 @@ section dd round trip
 head -c 8M /dev/urandom > /scratch/pattern
 dd if=/scratch/pattern of=$DEV bs=1M seek=200 oflag=direct,sync status=none
 check dd-readback sh -c "dd if=$DEV bs=1M skip=200 count=8 iflag=direct status=none | cmp - /scratch/pattern"
+section flush and fua
+# O_DSYNC writes to a device with FUA go down as REQ_FUA; fsync of the device sends FLUSH.
+dd if=/scratch/pattern of=$DEV bs=4k count=16 seek=1000 oflag=direct,dsync status=none
+python3 -c "import os; fd = os.open('$DEV', os.O_WRONLY); os.fsync(fd)"
 section stop
 kill -TERM $PID
 check memdisk-exits-cleanly wait $PID
 check device-removed wait_for 10 sh -c "! test -e $DEV"
+cat /scratch/memdisk.log
+check fua-writes-arrived sh -c "grep -q 'fua_writes=[1-9]' /scratch/memdisk.log"
+check flushes-arrived sh -c "grep -q 'flushes=[1-9]' /scratch/memdisk.log"
 "#,
         bin = bin.display()
     );
@@ -58,11 +66,14 @@ check device-removed wait_for 10 sh -c "! test -e $DEV"
         "logical-block-512",
         "physical-block-4096",
         "write-cache-advertised",
+        "fua-advertised",
         "fio-4k-randwrite-verify",
         "fio-1m-seqwrite-verify",
         "dd-readback",
         "memdisk-exits-cleanly",
         "device-removed",
+        "fua-writes-arrived",
+        "flushes-arrived",
     ]);
 }
 
@@ -85,7 +96,7 @@ FIO="fio --filename=$DEV --ioengine=io_uring --direct=1 --verify=crc32c --do_ver
      --verify_fatal=1 --exitall_on_error --output-format=terse --terse-version=3"
 section fio through the dispatch path
 check fio-4k-randwrite-verify $FIO --name=rand4k --rw=randwrite --bs=4k --iodepth=32 --numjobs=2 --size=16M --offset_increment=16M
-check fio-1m-seqwrite-verify $FIO --name=seq1m --rw=write --bs=1M --iodepth=4 --size=48M --offset=64M
+check fio-1m-seqwrite-verify $FIO --name=seq1m --rw=write --bs=1M --iodepth=4 --size=48M --offset=64M --fsync=4
 section fail-fast
 head -c 1M /dev/urandom > /scratch/pattern
 dd if=/scratch/pattern of=$DEV bs=1M seek=120 oflag=direct status=none
@@ -101,6 +112,7 @@ kill -TERM $PID
 check memdisk-exits-cleanly wait $PID
 check device-removed wait_for 10 sh -c "! test -e $DEV"
 cat /scratch/memdisk.log
+check flushes-dispatched sh -c "grep -q 'flushes=[1-9]' /scratch/memdisk.log"
 "#,
         bin = bin.display()
     );
@@ -118,5 +130,6 @@ cat /scratch/memdisk.log
         "data-survives",
         "memdisk-exits-cleanly",
         "device-removed",
+        "flushes-dispatched",
     ]);
 }

@@ -11,10 +11,51 @@
 //! EIO, as on a Secondary) and SIGUSR2 back to serving.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use udrbd::frontend::{
-    serve_dispatch, serve_until_signal, DeviceConfig, Errno, Gate, MemDisk, Signals, ThreadedSink,
+    serve_dispatch, serve_until_signal, BlockTarget, DeviceConfig, Errno, Gate, MemDisk, Op,
+    Request, Signals, ThreadedSink,
 };
+
+/// Counts what the kernel sent, printed at exit so the lab can check FLUSH and FUA arrive.
+#[derive(Default)]
+struct Counted {
+    disk: Option<MemDisk>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    fua_writes: AtomicU64,
+    flushes: AtomicU64,
+    discards: AtomicU64,
+}
+
+impl BlockTarget for Counted {
+    fn handle(&self, request: &Request, buf: &mut [u8]) -> Result<u32, Errno> {
+        let counter = match request.op {
+            Op::Read => &self.reads,
+            Op::Write { fua: true } => &self.fua_writes,
+            Op::Write { fua: false } => &self.writes,
+            Op::Flush => &self.flushes,
+            Op::Discard | Op::WriteZeroes => &self.discards,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.disk.as_ref().ok_or(Errno::EIO)?.handle(request, buf)
+    }
+}
+
+impl Counted {
+    fn report(&self) {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        println!(
+            "ublk-memdisk: stats reads={} writes={} fua_writes={} flushes={} discards={}",
+            n(&self.reads),
+            n(&self.writes),
+            n(&self.fua_writes),
+            n(&self.flushes),
+            n(&self.discards)
+        );
+    }
+}
 
 struct Args {
     config: DeviceConfig,
@@ -72,7 +113,11 @@ fn main() {
         }
     };
     let config = args.config;
-    let disk = Arc::new(MemDisk::new(config.size_bytes));
+    let disk = Arc::new(Counted {
+        disk: Some(MemDisk::new(config.size_bytes)),
+        ..Counted::default()
+    });
+    let stats = disk.clone();
     let size = config.size_bytes;
     let result = match args.dispatch_workers {
         None => serve_until_signal(&config, disk, move |dev_id| announce(dev_id, size)),
@@ -102,6 +147,8 @@ fn main() {
             })
         }
     };
+    stats.report();
+    let _ = std::io::stdout().flush();
     if let Err(e) = result {
         eprintln!("ublk-memdisk: {e}");
         std::process::exit(1);
