@@ -135,6 +135,8 @@ struct Device {
     sb_again: bool,
     /// MDF flags of the last superblock known durable.
     durable_flags: u32,
+    /// A just-detached disk whose last meta-data writes are still to be issued.
+    retired: Option<LocalDisk>,
     /// `ed_uuid`: current UUID of the data this node exposes (its own, or a diskless Primary's
     /// peer's).
     ed_uuid: u64,
@@ -331,6 +333,7 @@ impl Resource {
                     sb_in_flight: false,
                     sb_again: false,
                     durable_flags: 0,
+                    retired: None,
                     ed_uuid: 0,
                     bm_in_flight: false,
                     bm_again: false,
@@ -786,7 +789,7 @@ impl Resource {
         let Some(d) = self.devs.get_mut(&vol) else {
             return;
         };
-        if d.ld.is_none() {
+        if d.ld.is_none() && d.retired.is_none() {
             return;
         }
         // One superblock write in flight at a time: two writes to the same sectors could land in
@@ -800,7 +803,10 @@ impl Resource {
         }
         d.sb_in_flight = true;
         let d = &self.devs[&vol];
-        let Some(ld) = &d.ld else { return };
+        // A detached disk's last state still goes to its meta-data (drbd_md_sync on detach).
+        let Some(ld) = d.ld.as_ref().or(d.retired.as_ref()) else {
+            return;
+        };
         let sb = SuperblockImage {
             layout: &ld.d.layout,
             la_size_sect: d.capacity,
@@ -842,7 +848,11 @@ impl Resource {
             d.bm_again = true;
             return;
         }
-        let Some(ld) = &mut d.ld else { return };
+        let ld = match (&mut d.ld, &mut d.retired) {
+            (Some(l), _) => l,
+            (None, Some(r)) => r,
+            _ => return,
+        };
         let pages = ld.bitmap.take_dirty();
         if pages.is_empty() {
             return;
@@ -2885,8 +2895,10 @@ impl Resource {
             format!("Local IO failed in {what}. Detaching..."),
         );
         self.write_bitmap(v);
+        self.write_superblock(v, false);
         self.set_state(v, |s| s.disk = DiskState::Failed);
-        self.devs.get_mut(&v).expect("exists").ld = None;
+        let d = self.devs.get_mut(&v).expect("exists");
+        d.retired = d.ld.take();
         self.set_state(v, |s| s.disk = DiskState::Diskless);
         if self.conn >= ConnState::Connected && self.agreed.apv != 0 {
             self.send_state(v);
@@ -4184,6 +4196,7 @@ impl Resource {
         let connected = self.conn >= ConnState::Connected;
         let d = self.devs.get_mut(&v).expect("checked");
         d.durable_flags = ld.d.flags;
+        d.retired = None;
         d.ld = Some(ld);
         if d.capacity == 0 {
             d.capacity = cap;
@@ -4214,7 +4227,8 @@ impl Resource {
         self.write_bitmap(v);
         self.write_superblock(v, false);
         self.set_state(v, |s| s.disk = DiskState::Failed);
-        self.devs.get_mut(&v).expect("checked").ld = None;
+        let d = self.devs.get_mut(&v).expect("checked");
+        d.retired = d.ld.take();
         self.set_state(v, |s| s.disk = DiskState::Diskless);
         if self.conn >= ConnState::Connected {
             self.send_state(v);
