@@ -726,6 +726,16 @@ impl Resource {
                 }
             }
         }
+        // The peer attached a disk: tell it our UUIDs and state so it can negotiate.
+        if old.pdsk == DiskState::Diskless
+            && new.pdsk > DiskState::Diskless
+            && new.pdsk != DiskState::DUnknown
+            && new.conn >= ConnState::Connected
+            && self.agreed.apv != 0
+        {
+            self.send_uuids(vol, 0);
+            self.send_state(vol);
+        }
         self.update_md_flags(vol);
         // Promotion/demotion while connected is announced with P_STATE by the caller.
         if old.conn == ConnState::WFReportParams && new.conn >= ConnState::Connected {
