@@ -9,6 +9,36 @@
 //!    the simulated network and the workload.
 //! 3. The safety phase runs the workload and faults, checking invariants after every step.
 //! 4. The liveness phase heals everything; the pair must reach Connected UpToDate/UpToDate.
+//! 5. A failure names its class (crash, correctness, liveness: exit codes 10, 11, 12), the
+//!    check that fired, and the replay line.
+//!
+//! The checks, by the name a failure prints (issue 5's invariants in brackets):
+//! - `acked-replicated`, `acked-local`: a protocol-C write completed upward is on both disks
+//!   (if it was replicated over one connection) [acked writes on both disks or marked].
+//! - `out-of-sync-marked`: a block that differs between the disks is marked out of sync by a
+//!   resyncing node itself, otherwise by at least one node [... or marked out of sync].
+//! - `primary-data`, `read`: the Primary's disk and every read hold what was promised
+//!   (after crashes: anything written since the last completed flush, torn at sector level).
+//! - `resync-identical`, `in-sync-identical`, `in-sync`: when a resync ends and whenever the pair
+//!   is Connected UpToDate/UpToDate, the data areas are byte-identical and hold the promised
+//!   data [identical after resync].
+//! - `uptodate-from-older`, `promote-from-older`, `sync-direction`: no node becomes UpToDate or
+//!   Primary from older data while connected, and both sides agree on the sync direction
+//!   [never UpToDate/Primary from older data].
+//! - `split-brain-detected`: if both nodes changed their current UUID since they last agreed,
+//!   a handshake must report a split brain [never silently merged].
+//! - `meta-data`, `crashed-primary-flag`, `activity-log`: after a crash the meta-data decodes,
+//!   the engine accepts it, a crashed Primary's flags say so, and apply-al covers every block
+//!   the crash lost or tore [meta-data after a crash leads to an accepted state].
+//! - liveness: `converge`, `stuck`, `steps`; crash: `panic`, `data-io`, `meta-io`, `complete`.
+//!
+//! ```
+//! // Seed 1 is in sim/regressions.txt: it must pass.
+//! let stats = udrbd_sim::run_seed(1, None).expect("seed 1 passes");
+//! assert!(stats.steps > 0 && stats.restarts >= 2);
+//! // The replay line is what CI prints for a failing seed.
+//! assert_eq!(udrbd_sim::replay_line(1, None), "cargo run -p udrbd-sim --release -- --seed 1");
+//! ```
 pub mod checkers;
 pub mod clock;
 pub mod cluster;
