@@ -91,6 +91,34 @@ fn dump_md_text_matches_drbdmeta_after_create_md_by_either_tool() {
             assert_dumps_match(&dm, minor, &dev, 0x80);
         }
     }
+    // Unclean meta-data (MAGIC_84_UNCLEAN): refused without --force (exit 1), and with it
+    // both print the junk line that keeps the dump from being restored.
+    let path = sparse(dir.path(), "unclean", 64 * MIB);
+    let dev = Dev {
+        path: &path,
+        index: "internal",
+    };
+    create(&dm, minor, &dev);
+    let layout = Layout::new(MetaIndex::Internal, 64 * MIB, AlGeometry::default()).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&0x8374_026cu32.to_be_bytes(), layout.md_offset + 60)
+            .unwrap();
+    }
+    assert_dumps_match(&dm, minor, &dev, 0x80);
+    let u = ok(&udrbdmeta(), &dev.args(minor, &["dump-md"]));
+    assert!(
+        u.stdout.contains("This_is_an_unclean_meta_data_dump."),
+        "{u:?}"
+    );
+    let file = dir.path().join("unclean.txt");
+    std::fs::write(&file, &u.stdout).unwrap();
+    let r = run(
+        &udrbdmeta(),
+        &dev.args(minor, &["verify-dump", file.to_str().unwrap()]),
+    );
+    assert_eq!(r.code, 10, "an unclean dump does not parse: {r:?}");
 }
 
 /// Test 1 with content: UUIDs, flags, la-size and a bitmap built to hit every run-length
