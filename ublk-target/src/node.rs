@@ -65,6 +65,8 @@ pub enum Event {
     Lost {
         gen: u64,
         why: String,
+        /// A send did not finish within `timeout` × `ko-count` (the peer stopped reading).
+        timed_out: bool,
     },
 }
 
@@ -398,8 +400,24 @@ impl Driver {
                     return;
                 };
                 let resolve_conflicts = pair.resolve_conflicts;
-                conn.data_tx = Some(spawn_writer(pair.data.try_clone(), self.tx.clone(), gen));
-                conn.meta_tx = Some(spawn_writer(pair.meta.try_clone(), self.tx.clone(), gen));
+                // Spec §2.2 step 4: sends time out after `timeout`; like the kernel's ko-count,
+                // we give up on the peer only after ko-count such periods (0: never).
+                let send_timeout = self.net.as_ref().and_then(|(_, _, o)| {
+                    let ms = u64::from(o.timeout_ds) * 100 * u64::from(o.ko_count);
+                    (ms > 0).then(|| Duration::from_millis(ms))
+                });
+                conn.data_tx = Some(spawn_writer(
+                    pair.data.try_clone(),
+                    self.tx.clone(),
+                    gen,
+                    send_timeout,
+                ));
+                conn.meta_tx = Some(spawn_writer(
+                    pair.meta.try_clone(),
+                    self.tx.clone(),
+                    gen,
+                    send_timeout,
+                ));
                 spawn_reader(pair.data.try_clone(), Socket::Data, self.tx.clone(), gen);
                 spawn_reader(pair.meta.try_clone(), Socket::Meta, self.tx.clone(), gen);
                 conn.streams = vec![pair.data, pair.meta];
@@ -420,11 +438,15 @@ impl Driver {
                     self.handle(Input::Received { socket, bytes });
                 }
             }
-            Event::Lost { gen, why } => {
+            Event::Lost {
+                gen,
+                why,
+                timed_out,
+            } => {
                 if let Some(mut c) = self.conn.take_if(|c| c.gen == gen) {
                     warn!("drbd {}: {why}", self.opts.resource);
                     c.close();
-                    self.handle(Input::ConnectionLost { timed_out: false });
+                    self.handle(Input::ConnectionLost { timed_out });
                 }
             }
         }
@@ -1263,15 +1285,31 @@ fn same_net(a: &NetOptions, b: &NetOptions) -> bool {
     a == *b
 }
 
-fn spawn_writer(s: io::Result<TcpStream>, events: Sender<Event>, gen: u64) -> Sender<Bytes> {
+fn spawn_writer(
+    s: io::Result<TcpStream>,
+    events: Sender<Event>,
+    gen: u64,
+    send_timeout: Option<Duration>,
+) -> Sender<Bytes> {
     let (tx, rx) = crossbeam_channel::unbounded::<Bytes>();
     if let Ok(mut s) = s {
+        let _ = s.set_write_timeout(send_timeout);
         std::thread::spawn(move || {
             for b in rx {
                 if let Err(e) = s.write_all(&b) {
+                    let timed_out = matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    );
+                    let why = if timed_out {
+                        "send timed out (timeout × ko-count)".to_string()
+                    } else {
+                        format!("sock_sendmsg returned {e}")
+                    };
                     let _ = events.send(Event::Lost {
                         gen,
-                        why: format!("sock_sendmsg returned {e}"),
+                        why,
+                        timed_out,
                     });
                     return;
                 }
@@ -1291,6 +1329,7 @@ fn spawn_reader(s: io::Result<TcpStream>, socket: Socket, events: Sender<Event>,
                     let _ = events.send(Event::Lost {
                         gen,
                         why: format!("sock was shut down by peer ({socket:?} socket)"),
+                        timed_out: false,
                     });
                     return;
                 }
@@ -1311,6 +1350,7 @@ fn spawn_reader(s: io::Result<TcpStream>, socket: Socket, events: Sender<Event>,
                     let _ = events.send(Event::Lost {
                         gen,
                         why: format!("sock_recvmsg returned {e}"),
+                        timed_out: false,
                     });
                     return;
                 }
