@@ -148,9 +148,8 @@ fn cargo_build_bin(package: &str, bin: &str) -> Result<PathBuf, LabError> {
         ))
     })?;
     let target_dir = profile_dir.parent().unwrap_or(profile_dir);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."));
+    let manifest_dir = crate::manifest_dir();
+    let workspace = manifest_dir.parent().unwrap_or(Path::new("."));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // --workspace: resolve features as `cargo test --workspace` (CI) does, so the artifacts
     // that run already built are reused instead of rebuilt with other features.

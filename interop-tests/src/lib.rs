@@ -50,7 +50,7 @@ pub mod captures {
 
     /// The fixture's path in the source tree.
     pub fn path(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        crate::manifest_dir()
             .join("captures")
             .join(format!("{name}.pcap"))
     }
@@ -146,6 +146,14 @@ impl Lab {
     pub fn run(&self, script: &str) -> Result<RunOutput, LabError> {
         self.guest().run(script)
     }
+}
+
+/// This crate's folder: cargo's run-time CARGO_MANIFEST_DIR, else the compile-time one (which
+/// a build from another checkout sharing the target dir may have baked in).
+pub(crate) fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Tells the user a lab test was skipped, bypassing libtest's output capture (which would
