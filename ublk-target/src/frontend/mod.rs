@@ -154,6 +154,9 @@ pub enum FrontendError {
 }
 
 /// Stops a running device from any thread (ublk `STOP_DEV`).
+///
+/// With [`serve_dispatch`], requests already handed to the sink must still be completed (or
+/// dropped, which fails them with EIO): the kernel waits for them before the queues end.
 #[derive(Debug, Clone)]
 pub struct Stopper {
     dev_id: u32,
