@@ -70,9 +70,11 @@ uk_status() { # name
     # drbdadm passes options after "--" to drbdsetup; udrbdadm must take the same line.
     K -- --verbose --statistics status r0 > "/out/$1.kernel" 2>&1
     U -- --verbose --statistics status r0 > "/out/$1.udrbd" 2>&1
+    # Diagnostic only: udrbdadm's own spelling of the same query.
+    U status r0 --verbose --statistics > "/out/$1.udrbd-alt" 2>&1
     K status r0 > "/out/$1.kernel-plain" 2>&1
     U status r0 > "/out/$1.udrbd-plain" 2>&1
-    echo "--- status $1: kernel"; cat "/out/$1.kernel"; echo "--- udrbd"; cat "/out/$1.udrbd"
+    echo "--- status $1: kernel"; cat "/out/$1.kernel"; echo "--- udrbd"; cat "/out/$1.udrbd" "/out/$1.udrbd-alt"
 }
 
 # The data area: the kernel's usable size (its sysfs size of drbd0, in bytes).
