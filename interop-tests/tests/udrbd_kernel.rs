@@ -11,6 +11,7 @@
 //! - `captures_have_no_malformed_packets`: a full-length capture of a run through every phase
 //!   above; Wireshark's DRBD dissector finds nothing malformed. Each test above also checks its
 //!   own (snaplen-limited) capture the same way.
+//! - `capture_check_flags_a_corrupted_packet` (host only): the capture check is not blind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -223,26 +224,11 @@ fn tshark(pcap: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Checks `/out/<name>.pcap` with Wireshark's DRBD dissector: no frame malformed or carrying
-/// an expert error, and every command in `must_see` dissected at least once (so the check
-/// looked at real DRBD traffic). Returns the per-command PDU counts.
-fn assert_capture_clean(
-    out: &RunOutput,
-    name: &str,
-    must_see: &[DrbdCommand],
-) -> BTreeMap<u16, usize> {
-    let pcap = out.out_file(&format!("{name}.pcap"));
-    assert!(
-        pcap.is_file(),
-        "no capture {}\n{}",
-        pcap.display(),
-        out.report()
-    );
-    if !tshark_or_skip() {
-        return BTreeMap::new();
-    }
-    let bad = tshark(
-        &pcap,
+/// Frames of `pcap` that tshark (DRBD heuristic dissector on) marks malformed or tags with an
+/// expert error, as frame numbers.
+fn malformed_frames(pcap: &Path) -> Vec<String> {
+    tshark(
+        pcap,
         &[
             "-Y",
             "_ws.malformed || _ws.expert.severity == error",
@@ -251,8 +237,42 @@ fn assert_capture_clean(
             "-e",
             "frame.number",
         ],
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// DRBD PDUs per command code that tshark dissected in `pcap`.
+fn dissected_commands(pcap: &Path) -> BTreeMap<u16, usize> {
+    let cmds = tshark(pcap, &["-Y", "drbd", "-T", "fields", "-e", "drbd.command"]);
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for c in cmds
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let v = u16::from_str_radix(c.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("tshark drbd.command {c:?}"));
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+}
+
+/// Checks `/out/<name>.pcap` with Wireshark's DRBD dissector: no frame malformed or carrying
+/// an expert error, and every command in `must_see` dissected at least once (so the check
+/// looked at real DRBD traffic).
+fn assert_capture_clean(out: &RunOutput, name: &str, must_see: &[DrbdCommand]) {
+    let pcap = out.out_file(&format!("{name}.pcap"));
+    assert!(
+        pcap.is_file(),
+        "no capture {}\n{}",
+        pcap.display(),
+        out.report()
     );
-    let bad: Vec<&str> = bad.split_whitespace().collect();
+    if !tshark_or_skip() {
+        return;
+    }
+    let bad = malformed_frames(&pcap);
     if !bad.is_empty() {
         let first: Vec<String> = bad
             .iter()
@@ -268,16 +288,7 @@ fn assert_capture_clean(
             &bad[..bad.len().min(20)]
         );
     }
-    let cmds = tshark(&pcap, &["-Y", "drbd", "-T", "fields", "-e", "drbd.command"]);
-    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
-    for c in cmds
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
-        let v = u16::from_str_radix(c.trim_start_matches("0x"), 16)
-            .unwrap_or_else(|_| panic!("tshark drbd.command {c:?}"));
-        *counts.entry(v).or_default() += 1;
-    }
+    let counts = dissected_commands(&pcap);
     let mut summary = String::new();
     for (c, n) in &counts {
         let _ = write!(summary, "{}={n} ", DrbdCommand(*c));
@@ -289,7 +300,33 @@ fn assert_capture_clean(
             "capture {name}: no {c} dissected; seen: {summary}"
         );
     }
-    counts
+}
+
+/// The capture check can fail: the committed kernel capture is clean, and the same capture
+/// with one P_STATE length field cut from 4 to 2 is reported malformed. Host only.
+#[test]
+fn capture_check_flags_a_corrupted_packet() {
+    if !tshark_or_skip() {
+        return;
+    }
+    let clean = udrbd_interop_tests::captures::path(udrbd_interop_tests::captures::CONNECT_RESYNC);
+    assert_eq!(malformed_frames(&clean), Vec::<String>::new());
+    assert!(dissected_commands(&clean).contains_key(&DrbdCommand::STATE.0));
+    let mut bytes = std::fs::read(&clean).unwrap();
+    // h100 header of the first P_STATE: magic, volume 0, command 0x000e, length 4.
+    let pat = [
+        0x86, 0x20, 0xec, 0x20, 0x00, 0x00, 0x00, 0x0e, 0x00, 0x00, 0x00, 0x04,
+    ];
+    let at = bytes
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .expect("a P_STATE in the kernel capture");
+    bytes[at + 11] = 2;
+    let bad = std::env::temp_dir().join(format!("udrbd-corrupt-{}.pcap", std::process::id()));
+    std::fs::write(&bad, &bytes).unwrap();
+    let found = malformed_frames(&bad);
+    let _ = std::fs::remove_file(&bad);
+    assert!(!found.is_empty(), "the corrupted P_STATE went unnoticed");
 }
 
 /// What any connect + full or bitmap sync run puts on the wire.
