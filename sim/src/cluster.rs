@@ -647,11 +647,27 @@ impl Cluster {
                 }
                 self.note(format!("node {n}: {}", change.log_line()));
                 let connected = change.new.conn.is_established();
+                if change.new.disk == DiskState::Failed && change.old.disk != DiskState::Failed {
+                    // A failing disk takes its data with it. Unless the peer is connected and
+                    // UpToDate, promised writes may now exist nowhere (a double fault): the
+                    // model stops judging values until the pair is in sync again.
+                    let p = self.snapshot(1 - n);
+                    let peer_safe =
+                        p.conn == Some(ConnState::Connected) && p.disk == Some(DiskState::UpToDate);
+                    if !peer_safe && !self.model.diverged {
+                        self.model.diverged = true;
+                        self.note(format!("model: node {n}'s disk failed without an UpToDate peer; values unjudged until in sync"));
+                    }
+                }
                 if connected && change.new.role == Role::Primary && change.old.role != Role::Primary
                 {
                     self.check_primary_data(n, "promote-from-older")?;
                 }
+                // "Older than its peer's": only a peer with a disk has data to compare with.
+                let peer_has_disk = change.new.pdsk >= DiskState::Inconsistent
+                    && change.new.pdsk != DiskState::DUnknown;
                 if connected
+                    && peer_has_disk
                     && change.new.disk == DiskState::UpToDate
                     && change.old.disk != DiskState::UpToDate
                 {
