@@ -83,15 +83,22 @@ wait_for alice dstate UpToDate/UpToDate 120
 adm alice status r0
 adm bob status r0
 
-if [[ -e /dev/ublk-control ]]; then
-    echo "== ublk: /dev/ublk-control exists, but the ublk frontend is not wired to the daemon yet;"
-    echo "   writing through the daemon's in-process API instead"
+# The upper layer: try ublk first (a Primary's /dev/ublkbN), else the daemon's in-process API.
+if DEV=$(io alice expose 2>"$DIR/expose.err"); then
+    echo "== upper layer: ublk, alice's volume is $DEV"
+    UPPER=ublk
 else
-    echo "== ublk: not available on this host (no /dev/ublk-control); writing through the daemon's in-process API"
+    echo "== upper layer: in-process API (ublk unusable here: $(sed 's/^udrbd: //' "$DIR/expose.err"))"
+    UPPER=api
 fi
 head -c $((4 << 20)) /dev/urandom >"$DIR/payload"
-io alice write --sector 2048 --input "$DIR/payload"
-echo "wrote 4 MiB at sector 2048 on alice (complete: on both disks, protocol C)"
+if [[ $UPPER == ublk ]]; then
+    dd if="$DIR/payload" of="$DEV" bs=1M seek=1 oflag=direct conv=fsync status=none
+    echo "wrote 4 MiB at byte 1 MiB of $DEV with dd (O_DIRECT; each write completes on both disks, protocol C)"
+else
+    io alice write --sector 2048 --input "$DIR/payload"
+    echo "wrote 4 MiB at sector 2048 on alice through the in-process API (complete: on both disks, protocol C)"
+fi
 io alice read --sector 2048 --len $((64 << 10)) --output "$DIR/readback"
 cmp <(head -c $((64 << 10)) "$DIR/payload") "$DIR/readback" && echo "read back through alice: identical"
 

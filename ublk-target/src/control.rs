@@ -182,6 +182,11 @@ pub enum Request {
         sector: u64,
         len: u32,
     },
+    /// Expose the volume as `/dev/ublkbN` (the upper layer of a Primary); refused with the
+    /// reason where the host has no ublk.
+    Expose {
+        volume: u16,
+    },
     /// `drbdsetup down`: disconnect, detach, and exit the daemon.
     Down,
 }
@@ -212,6 +217,10 @@ pub enum Response {
         line: String,
     },
     TimedOut,
+    /// The volume's ublk device.
+    Exposed {
+        device: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -14,3 +14,4 @@ pub mod node;
 pub mod server;
 pub mod status;
 pub mod transport;
+pub mod upper;

@@ -40,6 +40,11 @@ enum Io {
         #[arg(long, default_value_t = 0)]
         volume: u16,
     },
+    /// Expose the volume as /dev/ublkbN; prints the device, or why ublk cannot be used.
+    Expose {
+        #[arg(long, default_value_t = 0)]
+        volume: u16,
+    },
     /// Read LEN bytes at SECTOR of volume 0 through the running daemon into a file.
     Read {
         #[arg(long)]
@@ -123,6 +128,14 @@ fn client_io(run_dir: &std::path::Path, res: &str, io: Io) -> anyhow::Result<()>
             }
             Ok(())
         }
+        Io::Expose { volume } => match c.call(Request::Expose { volume })? {
+            Response::Exposed { device } => {
+                println!("{device}");
+                Ok(())
+            }
+            Response::Error { message } => bail!("{message}"),
+            other => bail!("expose: {other:?}"),
+        },
         Io::Read {
             sector,
             len,

@@ -62,6 +62,12 @@ pub enum Event {
         socket: Socket,
         bytes: Bytes,
     },
+    /// A ublk device for `volume` is up (from the thread that started it).
+    Exposed {
+        volume: u16,
+        dev_id: u32,
+        stopper: crate::frontend::Stopper,
+    },
     Lost {
         gen: u64,
         why: String,
@@ -276,6 +282,8 @@ struct Driver {
     down_at: Option<(Sender<Response>, std::time::Instant)>,
     /// Minor numbers of the volumes ever attached (they outlive a detach).
     minors: BTreeMap<u16, u32>,
+    /// Volumes exposed through ublk: device id and its stop handle.
+    exposed: BTreeMap<u16, (u32, crate::frontend::Stopper)>,
 }
 
 impl Driver {
@@ -304,6 +312,7 @@ impl Driver {
             pending_attach: None,
             down_at: None,
             minors: BTreeMap::new(),
+            exposed: BTreeMap::new(),
         }
     }
 
@@ -395,6 +404,15 @@ impl Driver {
                 }
             }
             Event::Io { token, result } => self.on_io(token, result),
+            Event::Exposed {
+                volume,
+                dev_id,
+                stopper,
+            } => {
+                let minor = self.minors.get(&volume).copied().unwrap_or(0);
+                info!("block drbd{minor}: exposed as /dev/ublkb{dev_id}");
+                self.exposed.insert(volume, (dev_id, stopper));
+            }
             Event::Established { gen, pair } => {
                 let Some(conn) = self.conn.as_mut().filter(|c| c.gen == gen) else {
                     return;
@@ -949,7 +967,12 @@ impl Driver {
                 });
                 forward_upper(rx, reply);
             }
+            Request::Expose { volume } => self.expose(volume, reply),
             Request::Down => {
+                for (_, (_, stopper)) in std::mem::take(&mut self.exposed) {
+                    // The queue threads finish the requests in flight, then the device goes.
+                    let _ = stopper.stop();
+                }
                 if self.engine.is_some() {
                     let (tx, _rx) = crossbeam_channel::unbounded();
                     self.admin_cmd(AdminCommand::Disconnect { force: true }, tx.clone());
@@ -965,6 +988,51 @@ impl Driver {
                 self.down_at = Some((reply, std::time::Instant::now() + Duration::from_secs(10)));
             }
         }
+    }
+
+    /// Starts a ublk device for `volume` off the driver thread: adding the device makes the
+    /// kernel read it (partition scan), and those reads need this thread.
+    fn expose(&mut self, volume: u16, reply: Sender<Response>) {
+        if let Some((id, _)) = self.exposed.get(&volume) {
+            let _ = reply.send(Response::Exposed {
+                device: format!("/dev/ublkb{id}"),
+            });
+            return;
+        }
+        let size = self.engine.as_ref().and_then(|e| {
+            e.status()
+                .volumes
+                .iter()
+                .find(|v| v.volume.0 == volume)
+                .map(|v| v.size_sectors * 512)
+        });
+        let Some(size) = size.filter(|s| *s > 0) else {
+            let _ = reply.send(Response::Error {
+                message: format!("volume {volume} is not attached"),
+            });
+            return;
+        };
+        let tx = self.tx.clone();
+        let name = format!("{}-{volume}", self.opts.resource);
+        std::thread::spawn(
+            move || match crate::upper::expose(tx.clone(), volume, &name, size) {
+                Ok((dev_id, stopper)) => {
+                    let _ = tx.send(Event::Exposed {
+                        volume,
+                        dev_id,
+                        stopper,
+                    });
+                    let _ = reply.send(Response::Exposed {
+                        device: format!("/dev/ublkb{dev_id}"),
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Response::Error {
+                        message: format!("ublk: {e}"),
+                    });
+                }
+            },
+        );
     }
 
     fn admin_cmd(&mut self, cmd: AdminCommand, reply: Sender<Response>) {

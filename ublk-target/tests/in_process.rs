@@ -71,3 +71,23 @@ fn two_in_process_nodes_replicate_writes() {
     a.shutdown();
     b.shutdown();
 }
+
+/// `expose` answers with the ublk device, or, on a host without ublk, with the reason.
+#[test]
+fn expose_reports_why_ublk_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (da, _db) = pair(dir.path());
+    let a = node(&da);
+    match a.call(Request::Expose { volume: 0 }) {
+        Response::Error { message }
+            if !std::path::Path::new(udrbd::upper::UBLK_CONTROL).exists() =>
+        {
+            assert!(message.contains("/dev/ublk-control"), "{message}");
+        }
+        Response::Exposed { device } => assert!(device.starts_with("/dev/ublkb"), "{device}"),
+        other => panic!("{other:?}"),
+    }
+    // The node keeps serving.
+    assert!(a.status().is_some());
+    a.shutdown();
+}

@@ -224,7 +224,7 @@ fn check(what: &str, r: std::io::Result<Response>) -> VerbResult {
             format!("{message}\nCommand '{what}' failed"),
         )),
         Ok(Response::TimedOut) => Err(VerbError::new(5, format!("{what}: timed out"))),
-        Ok(Response::Event { .. }) => Err(VerbError::new(
+        Ok(Response::Event { .. }) | Ok(Response::Exposed { .. }) => Err(VerbError::new(
             EXIT_REFUSED,
             "unexpected event from the daemon",
         )),
