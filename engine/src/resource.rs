@@ -289,6 +289,11 @@ impl Resource {
         if config.volumes.is_empty() {
             return Err(Error::Config("a resource needs at least one volume".into()));
         }
+        if config.net.allow_two_primaries {
+            // Dual-primary conflict resolution (spec §7.4) is not implemented; refusing beats
+            // silently diverging.
+            return Err(Error::Config("allow-two-primaries is not supported".into()));
+        }
         if !config.net.integrity_alg.is_empty() {
             return Err(Error::Config(format!(
                 "data-integrity-alg {:?} is not supported",
@@ -1371,9 +1376,10 @@ impl Resource {
             }
             (Socket::Data, cmd::UNPLUG_REMOTE) => Ok(()),
             (_, cmd::DELAY_PROBE) => Ok(()),
-            (Socket::Data, cmd::DATA_REQUEST) | (Socket::Data, cmd::RS_DATA_REQUEST) => {
-                self.receive_data_request(&f)
-            }
+            // P_RS_THIN_REQ may always be answered with plain resync data (spec §11.5).
+            (Socket::Data, cmd::DATA_REQUEST)
+            | (Socket::Data, cmd::RS_DATA_REQUEST)
+            | (Socket::Data, cmd::RS_THIN_REQ) => self.receive_data_request(&f),
             (Socket::Data, cmd::DATA_REPLY) => self.receive_data_reply(&f),
             (Socket::Data, cmd::RS_DATA_REPLY) => self.receive_rs_data_reply(&f),
             (Socket::Data, cmd::BITMAP) | (Socket::Data, cmd::COMPRESSED_BITMAP) => {
