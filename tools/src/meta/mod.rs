@@ -199,21 +199,22 @@ pub fn parse_args(argv: &[String]) -> Result<Invocation, Fail> {
             };
             (opt.to_string(), v)
         } else {
-            let c = &a[1..2];
+            // `a` starts with '-' and is longer than one byte, so there is a second char.
+            let c = a[1..].chars().next().unwrap_or('-');
             let long = match c {
-                "f" => "force",
-                "v" => "verbose",
-                "p" => "peer-max-bio-size",
-                "i" => "node-id",
-                "s" => "al-stripes",
-                "z" => "al-stripe-size-kB",
-                "b" => "initialize-bitmap",
+                'f' => "force",
+                'v' => "verbose",
+                'p' => "peer-max-bio-size",
+                'i' => "node-id",
+                's' => "al-stripes",
+                'z' => "al-stripe-size-kB",
+                'b' => "initialize-bitmap",
                 _ => {
                     eprintln!("{progname}: invalid option -- '{c}'");
                     return Err(usage(&progname));
                 }
             };
-            let rest = &a[2..];
+            let rest = &a[1 + c.len_utf8()..];
             (
                 long.to_string(),
                 (!rest.is_empty()).then(|| rest.to_string()),
@@ -451,6 +452,12 @@ mod tests {
         assert_eq!(inv.opts.al_stripe_size_4k, Some(16));
         assert_eq!(inv.minor, Some(3));
         assert_eq!(inv.command, "create-md");
+    }
+
+    #[test]
+    fn rejects_unknown_short_option_without_panicking() {
+        let e = parse_args(&args("udrbdmeta 0 v08 /dev/x internal dump-md -é")).unwrap_err();
+        assert_eq!(e.code, 20);
     }
 
     #[test]
