@@ -56,24 +56,33 @@ impl fmt::Display for Failure {
 }
 
 /// The bytes of block `block` as written by write `write_id` (ids start at 1; 0 = zeros).
+/// Every sector names its write, block and index in a header and is filled with words derived
+/// from them, so any sector found on a disk can be traced to exactly one write.
 pub fn block_pattern(write_id: u64, block: u64) -> Vec<u8> {
     let mut out = vec![0u8; BLOCK_BYTES as usize];
     if write_id == 0 {
         return out;
     }
     for (i, sector) in out.chunks_mut(SECTOR).enumerate() {
-        sector[0..8].copy_from_slice(&write_id.to_le_bytes());
-        sector[8..16].copy_from_slice(&block.to_le_bytes());
-        sector[16] = i as u8;
-        let mut x = write_id ^ block.rotate_left(32) ^ (i as u64);
-        for b in &mut sector[17..] {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *b = (x >> 56) as u8;
+        for (w, word) in sector.chunks_mut(8).enumerate() {
+            word.copy_from_slice(&sector_word(write_id, block, i as u64, w).to_le_bytes());
         }
     }
     out
+}
+
+fn sector_word(id: u64, block: u64, index: u64, w: usize) -> u64 {
+    match w {
+        0 => id,
+        1 => block,
+        2 => index,
+        _ => {
+            id.rotate_left(17)
+                ^ block.rotate_left(40)
+                ^ index
+                ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        }
+    }
 }
 
 /// What a block holds, as far as the checkers can tell.
@@ -85,24 +94,27 @@ pub enum BlockValue {
 }
 
 pub fn identify(data: &[u8], block: u64) -> BlockValue {
-    let first = sector_write_id(&data[..SECTOR], block);
-    let Some(id) = first else {
-        return BlockValue::Mixed;
-    };
-    if data == block_pattern(id, block).as_slice() {
-        BlockValue::Write(id)
-    } else {
-        BlockValue::Mixed
+    let mut value = None;
+    for (i, sector) in data.chunks(SECTOR).enumerate() {
+        match sector_value(sector, block, i as u64) {
+            Some(id) if value.is_none_or(|v| v == id) => value = Some(id),
+            _ => return BlockValue::Mixed,
+        }
     }
+    value.map_or(BlockValue::Mixed, BlockValue::Write)
 }
 
-fn sector_write_id(sector: &[u8], block: u64) -> Option<u64> {
-    if sector.iter().all(|b| *b == 0) {
-        return Some(0);
+/// The write whose sector `index` of block `block` this is (0 = zeros), or None for bytes no
+/// write of the workload put there.
+fn sector_value(sector: &[u8], block: u64, index: u64) -> Option<u64> {
+    let word = |w: usize| u64::from_le_bytes(sector[8 * w..8 * w + 8].try_into().expect("8 bytes"));
+    let id = word(0);
+    if id == 0 {
+        return sector.iter().all(|b| *b == 0).then_some(0);
     }
-    let id = u64::from_le_bytes(sector[0..8].try_into().ok()?);
-    let b = u64::from_le_bytes(sector[8..16].try_into().ok()?);
-    (b == block).then_some(id)
+    (0..SECTOR / 8)
+        .all(|w| word(w) == sector_word(id, block, index, w))
+        .then_some(id)
 }
 
 #[derive(Clone, Debug)]
@@ -229,12 +241,8 @@ impl Model {
             return false;
         }
         data.chunks(SECTOR).enumerate().all(|(i, sector)| {
-            let Some(id) = sector_write_id(sector, block) else {
-                return false;
-            };
-            let whole = block_pattern(id, block);
-            sector == &whole[i * SECTOR..(i + 1) * SECTOR]
-                && (id == m.acked || m.history.contains(&id))
+            sector_value(sector, block, i as u64)
+                .is_some_and(|id| id == m.acked || m.history.contains(&id))
         })
     }
 
@@ -265,7 +273,8 @@ impl Model {
     pub fn rebase_block(&mut self, block: u64, data: &[u8]) {
         let ids: Option<Vec<u64>> = data
             .chunks(SECTOR)
-            .map(|s| sector_write_id(s, block))
+            .enumerate()
+            .map(|(i, s)| sector_value(s, block, i as u64))
             .collect();
         let Some(mut ids) = ids else { return };
         ids.sort_unstable();

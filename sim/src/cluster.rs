@@ -70,6 +70,9 @@ struct Node {
     dirty_blocks: BTreeSet<u64>,
     /// Data writes submitted to the disk and not completed, as block ranges.
     pending_writes: HashMap<IoId, std::ops::Range<u64>>,
+    /// Blocks of data writes submitted since the last check (a bit cleared too early shows
+    /// while its write is still on the way).
+    fresh_writes: BTreeSet<u64>,
     /// Blocks a crash of this node changed (lost or tore), checked against the AL at restart.
     crash_changed: Vec<u64>,
     crashed_as_primary: bool,
@@ -198,6 +201,7 @@ impl Cluster {
                 wrote_as_primary: false,
                 dirty_blocks: BTreeSet::new(),
                 pending_writes: HashMap::new(),
+                fresh_writes: BTreeSet::new(),
                 crash_changed: Vec::new(),
                 crashed_as_primary: false,
                 logs: Vec::new(),
@@ -465,6 +469,7 @@ impl Cluster {
             let first = offset / BLOCK_BYTES;
             let last = (offset + data.len() as u64).div_ceil(BLOCK_BYTES);
             self.nodes[n].pending_writes.insert(io, first..last);
+            self.nodes[n].fresh_writes.extend(first..last);
         }
         self.nodes[n].disk.submit(self.now_ns, Tag::Data(io), op);
     }
@@ -921,6 +926,7 @@ impl Cluster {
         node.preflush_waiting.clear();
         node.meta_shadow.clear();
         node.pending_writes.clear();
+        node.fresh_writes.clear();
         node.crashed_as_primary = was_primary;
         let changed: Vec<u64> = blocks
             .iter()
@@ -1271,10 +1277,8 @@ impl Cluster {
             std::array::from_fn(|n| std::mem::take(&mut self.nodes[n].dirty_blocks));
         self.check_sync_direction()?;
         let mut watch: BTreeSet<u64> = dirty.iter().flatten().copied().collect();
-        for node in &self.nodes {
-            for r in node.pending_writes.values() {
-                watch.extend(r.clone());
-            }
+        for node in &mut self.nodes {
+            watch.append(&mut node.fresh_writes);
         }
         self.check_marked(&watch)?;
         // The Primary's data holds every acknowledged write (only blocks its disk changed).
@@ -1377,7 +1381,11 @@ impl Cluster {
             .iter()
             .filter(|b| **b < data_blocks && !self.busy.contains(b))
         {
-            if self.read_block(0, b) == self.read_block(1, b) {
+            if self.nodes[0].disk.same_visible(
+                &self.nodes[1].disk,
+                b * SECTORS_PER_BLOCK,
+                SECTORS_PER_BLOCK,
+            ) {
                 continue;
             }
             let marks: [Option<bool>; NODES] = std::array::from_fn(|n| {
@@ -1715,7 +1723,7 @@ impl Cluster {
             if !set {
                 return Err(self.fail(FailureClass::Correctness, "activity-log", format!(
                     "node {n} crashed as Primary and lost or tore block {b}, but after apply-al its bit is clear (hot extents {:?}; AL: {})",
-                    attached.replayed_extents, attached.al_before
+                    attached.replayed_extents, md::al_describe(&attached.al_before)
                 )));
             }
         }

@@ -288,6 +288,17 @@ impl<T: Clone> SimDisk<T> {
         }
     }
 
+    /// Whether `sectors` sectors from `first` read the same here and on `other` (no copies).
+    pub fn same_visible<U: Clone>(&self, other: &SimDisk<U>, first: u64, sectors: u64) -> bool {
+        (first..first + sectors).all(
+            |s| match (self.visible_sector(s), other.visible_sector(s)) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => true,
+                (Some(a), None) | (None, Some(a)) => a.iter().all(|x| *x == 0),
+            },
+        )
+    }
+
     /// Sectors that may hold non-zero visible data, in order (for whole-disk comparisons).
     pub fn touched_sectors(&self) -> impl Iterator<Item = u64> + '_ {
         let mut keys: Vec<u64> = self

@@ -183,15 +183,27 @@ impl Superblock {
 
 /// CRC32C with initial value 0 and no final inversion, as the AL uses (spec §4.3).
 pub fn crc32c_raw(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0x82f6_3b78 & (crc & 1).wrapping_neg());
-        }
-    }
-    crc
+    data.iter().fold(0u32, |crc, &byte| {
+        (crc >> 8) ^ CRC32C_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize]
+    })
 }
+
+/// Byte-at-a-time table for the reflected Castagnoli polynomial 0x82F63B78.
+const CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = (crc >> 1) ^ (0x82f6_3b78 & (crc & 1).wrapping_neg());
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
 
 /// An initialised AL block: magic, type 0xffff, zeros (spec §4.3).
 pub fn al_initialized_block() -> Vec<u8> {
@@ -307,8 +319,8 @@ pub fn al_describe(area: &[u8]) -> String {
 /// What attach hands the engine after `apply-al`.
 #[derive(Clone, Debug)]
 pub struct Attached {
-    /// The AL transactions found before re-initialising (for failure reports).
-    pub al_before: String,
+    /// The AL area as found before re-initialising (described only for failure reports).
+    pub al_before: Vec<u8>,
     pub superblock: Superblock,
     pub bitmap_words: Vec<u64>,
     /// Extents the AL replay found hot (whose bits were set if the node was a Primary).
@@ -335,10 +347,14 @@ pub fn apply_al_and_read<T: Clone>(
         .take(words as usize)
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect();
-    let al_area = disk.read_visible(p.al_offset_bytes(), 8 * BLOCK);
+    let clean = clean_flags(&sb);
+    // A clean AL holds nothing to replay (apply-al wrote it that way).
+    let al_area = if clean {
+        Vec::new()
+    } else {
+        disk.read_visible(p.al_offset_bytes(), 8 * BLOCK)
+    };
     let hot = al_hot_extents(&al_area);
-    let al_before = al_describe(&al_area);
-    let clean = sb.magic == MAGIC_08 && sb.flags & MDF_AL_CLEAN != 0;
     if !clean && sb.flags & MDF_PRIMARY_IND != 0 {
         for e in &hot {
             let start = u64::from(*e) * BITS_PER_AL_EXTENT;
@@ -362,11 +378,15 @@ pub fn apply_al_and_read<T: Clone>(
         disk.write_durable_now(p.md_offset_bytes, &sb.encode());
     }
     Ok(Attached {
-        al_before,
+        al_before: al_area,
         superblock: sb,
         bitmap_words,
         replayed_extents: if clean { Vec::new() } else { hot },
     })
+}
+
+fn clean_flags(sb: &Superblock) -> bool {
+    sb.magic == MAGIC_08 && sb.flags & MDF_AL_CLEAN != 0
 }
 
 /// `drbdmeta create-md` on a simulated disk; `presynced` instead leaves the state that
