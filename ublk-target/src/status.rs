@@ -95,6 +95,15 @@ fn connection_word(cstate: &str) -> &str {
     }
 }
 
+/// The `connection:` word of events2: there the handshake (WFReportParams) still counts as
+/// `Connecting`, so that `Connected` arrives together with the peer's role.
+fn events2_connection_word(cstate: &str) -> &str {
+    match cstate {
+        "WFReportParams" => "Connecting",
+        s => connection_word(s),
+    }
+}
+
 /// The `replication:` word: `Established` for Connected, `Off` before the handshake.
 fn replication_word(cstate: &str) -> &str {
     match cstate {
@@ -282,7 +291,7 @@ impl StatusSnapshot {
             lines.push(format!(
                 "exists connection name:{} peer-node-id:0 conn-name:peer connection:{} role:{}",
                 self.name,
-                connection_word(&c.cstate),
+                events2_connection_word(&c.cstate),
                 c.peer_role
             ));
             for v in &self.volumes {
@@ -349,7 +358,7 @@ impl StatusSnapshot {
             (None, Some(c)) => lines.push(format!(
                 "create connection name:{} peer-node-id:0 conn-name:peer connection:{} role:{}",
                 self.name,
-                connection_word(&c.cstate),
+                events2_connection_word(&c.cstate),
                 c.peer_role
             )),
             (Some(_), None) => lines.push(format!(
@@ -358,8 +367,8 @@ impl StatusSnapshot {
             )),
             (Some(o), Some(c)) => {
                 let mut attrs = Vec::new();
-                if connection_word(&o.cstate) != connection_word(&c.cstate) {
-                    attrs.push(format!("connection:{}", connection_word(&c.cstate)));
+                if events2_connection_word(&o.cstate) != events2_connection_word(&c.cstate) {
+                    attrs.push(format!("connection:{}", events2_connection_word(&c.cstate)));
                 }
                 if o.peer_role != c.peer_role {
                     attrs.push(format!("role:{}", c.peer_role));

@@ -91,3 +91,42 @@ fn expose_reports_why_ublk_is_unusable() {
     assert!(a.status().is_some());
     a.shutdown();
 }
+
+/// events2 follow mode: the `exists` dump, then `change` lines as the state moves.
+#[test]
+fn events2_follow_reports_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = pair(dir.path());
+    let a = node(&da);
+    let events = a.subscribe(false, false);
+    let first: Vec<String> = (0..5)
+        .map(|_| {
+            events
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        first[0],
+        "exists resource name:r0 role:Secondary suspended:no"
+    );
+    assert_eq!(first[4], "exists -");
+    let b = node(&db);
+    assert_eq!(a.call(Request::WaitConnect { timeout_s: 30 }), Response::Ok);
+    assert_eq!(a.call(Request::Primary { force: true }), Response::Ok);
+    assert_eq!(a.call(Request::WaitSynced { timeout_s: 60 }), Response::Ok);
+    let seen: Vec<String> = events.try_iter().collect();
+    for want in [
+        "change connection name:r0 peer-node-id:0 conn-name:peer connection:Connected role:Secondary",
+        "change resource name:r0 role:Primary",
+        "change device name:r0 volume:0 minor:1 disk:UpToDate",
+    ] {
+        assert!(seen.iter().any(|l| l == want), "missing {want:?} in {seen:#?}");
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("replication:SyncSource")),
+        "{seen:#?}"
+    );
+    a.shutdown();
+    b.shutdown();
+}
