@@ -137,6 +137,8 @@ struct Device {
     durable_flags: u32,
     /// A just-detached disk whose last meta-data writes are still to be issued.
     retired: Option<LocalDisk>,
+    /// A superblock write waits for the bitmap write in flight.
+    sb_after_bm: bool,
     /// `ed_uuid`: current UUID of the data this node exposes (its own, or a diskless Primary's
     /// peer's).
     ed_uuid: u64,
@@ -339,6 +341,7 @@ impl Resource {
                     sb_again: false,
                     durable_flags: 0,
                     retired: None,
+                    sb_after_bm: false,
                     ed_uuid: 0,
                     bm_in_flight: false,
                     bm_again: false,
@@ -807,6 +810,27 @@ impl Resource {
         if d.ld.is_none() && d.retired.is_none() {
             return;
         }
+        // Dropping MDF_PRIMARY_IND ends apply-al's protection of the hot extents: the bitmap
+        // must be on disk first (after_state_ch writes it on demote before the meta-data).
+        let drops_primary = d.durable_flags & MDF_PRIMARY_IND != 0
+            && d.ld
+                .as_ref()
+                .or(d.retired.as_ref())
+                .is_some_and(|l| l.d.flags & MDF_PRIMARY_IND == 0);
+        let bm_busy = d.bm_in_flight
+            || d.ld
+                .as_ref()
+                .or(d.retired.as_ref())
+                .is_some_and(|l| l.bitmap.has_dirty());
+        if drops_primary && bm_busy {
+            d.sb_after_bm = true;
+            if gate {
+                self.gate.insert(sb_token(vol));
+            }
+            self.write_bitmap(vol);
+            return;
+        }
+        let d = self.devs.get_mut(&vol).expect("checked above");
         // One superblock write in flight at a time: two writes to the same sectors could land in
         // either order. A later change is written when the current one is durable.
         if d.sb_in_flight {
@@ -2626,6 +2650,12 @@ impl Resource {
                 d.bm_in_flight = false;
                 if std::mem::take(&mut d.bm_again) {
                     self.write_bitmap(vol);
+                }
+                let d = self.devs.get_mut(&vol).expect("volumes are never removed");
+                if d.sb_after_bm && !d.bm_in_flight {
+                    d.sb_after_bm = false;
+                    let gated = self.gate.remove(&sb_token(vol));
+                    self.write_superblock(vol, gated);
                 }
                 self.retry_al_waiters();
                 self.retry_peer_al_waiting();
