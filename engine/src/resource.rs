@@ -296,6 +296,13 @@ impl Resource {
             // silently diverging.
             return Err(Error::Config("allow-two-primaries is not supported".into()));
         }
+        if !config.net.csums_alg.is_empty() {
+            // Checksum-based resync (P_CSUM_RS_REQUEST) is not implemented.
+            return Err(Error::Config(format!(
+                "csums-alg {:?} is not supported",
+                config.net.csums_alg
+            )));
+        }
         if !config.net.integrity_alg.is_empty() {
             return Err(Error::Config(format!(
                 "data-integrity-alg {:?} is not supported",
