@@ -721,6 +721,7 @@ impl Driver {
             streams: Vec::new(),
         });
         let params = ConnectParams {
+            resource: self.opts.resource.clone(),
             local,
             peer,
             connect_int: Duration::from_secs(opts.connect_int_s.max(1) as u64),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// `DRBD_MAGIC` of the h80 header (spec §3).
 pub const DRBD_MAGIC: u32 = 0x8374_0267;
@@ -36,6 +36,8 @@ pub const H80_LEN: usize = 0x8;
 /// Timing and buffer options of `conn_connect`, from the resource's `net { }` section.
 #[derive(Debug, Clone)]
 pub struct ConnectParams {
+    /// For log lines (`drbd r0: initial packet S crossed`).
+    pub resource: String,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     /// `connect-int`: outgoing connect timeout and incoming wait (±1/7 jitter).
@@ -128,7 +130,7 @@ pub fn establish(
                 FirstPacket::Data => {
                     let crossed = data.is_some();
                     if crossed {
-                        warn!("initial packet S crossed");
+                        warn!("drbd {}: initial packet S crossed", params.resource);
                     }
                     data = Some(s);
                     crossed
@@ -137,13 +139,16 @@ pub fn establish(
                     resolve_conflicts = true;
                     let crossed = meta.is_some();
                     if crossed {
-                        warn!("initial packet M crossed");
+                        warn!("drbd {}: initial packet M crossed", params.resource);
                     }
                     meta = Some(s);
                     crossed
                 }
                 FirstPacket::Other(why) => {
-                    warn!("Error receiving initial packet: {why}");
+                    warn!(
+                        "drbd {}: Error receiving initial packet ({why})",
+                        params.resource
+                    );
                     drop(s);
                     true
                 }
@@ -161,7 +166,10 @@ pub fn establish(
         unreachable!("both_established returned true only with both sockets present");
     };
     configure(params, &data, &meta);
-    info!(resolve_conflicts, "data and meta sockets established");
+    debug!(
+        "drbd {}: data and meta sockets established, resolve_conflicts={resolve_conflicts}",
+        params.resource
+    );
     Ok(SocketPair {
         data,
         meta,

@@ -16,6 +16,7 @@ fn free_addr() -> SocketAddr {
 
 fn params(local: SocketAddr, peer: SocketAddr) -> ConnectParams {
     ConnectParams {
+        resource: "r0".into(),
         local,
         peer,
         connect_int: Duration::from_millis(700),
