@@ -2807,7 +2807,9 @@ impl Resource {
                 flags,
                 resync,
             } => {
-                let ok = result.is_ok();
+                // A disk detached meanwhile has no bitmap to remember the block by: the write
+                // counts as failed (NEG_ACK), so the peer keeps it out of sync.
+                let ok = result.is_ok() && self.devs.get(&vol).is_some_and(|d| d.ld.is_some());
                 if let Some(e) = epoch {
                     self.rx.write_done(e);
                 }
@@ -3305,6 +3307,12 @@ impl Resource {
                 capacity: cap,
             }
             .into());
+        }
+        // Without a local disk the block cannot be written: refuse it, so the SyncSource keeps
+        // the range out of sync (receive_RSDataReply without ldev).
+        if self.devs[&v].ld.is_none() || self.devs[&v].st.disk < DiskState::Inconsistent {
+            self.send_ack(cmd::NEG_ACK, v, sector, block_id, len);
+            return Ok(());
         }
         let d = self.devs.get_mut(&v).expect("checked");
         let pos = d.rs.in_flight.iter().position(|(s, _)| *s == sector);
