@@ -2520,6 +2520,12 @@ impl Resource {
                     }
                 };
                 let (id, epoch, kind) = (r.id, r.epoch, r.kind);
+                if kind != ReqKind::Read && local_ok && r.net == (Net::Acked { in_sync: true }) {
+                    let (v, s, l) = (r.volume.0, r.sector, r.len_bytes);
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.clear_range(s, l);
+                    }
+                }
                 self.out.push_back(Output::Complete {
                     request: id,
                     result,
@@ -3393,10 +3399,18 @@ impl Resource {
         match f.cmd {
             cmd::WRITE_ACK | cmd::SUPERSEDED => req.net = Net::Acked { in_sync: false },
             cmd::RS_WRITE_ACK => {
+                // In sync on both sides only once our own write is done too (the kernel sets
+                // RQ_NET_SIS and clears the bits when the request completes).
                 req.net = Net::Acked { in_sync: true };
-                let (s, l) = (req.sector, req.len_bytes);
-                if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
-                    ld.bitmap.clear_range(s, l);
+                let (s, l, local_ok) = (
+                    req.sector,
+                    req.len_bytes,
+                    req.local == Local::Done { ok: true },
+                );
+                if local_ok {
+                    if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                        ld.bitmap.clear_range(s, l);
+                    }
                 }
             }
             cmd::RECV_ACK if req.net == Net::Sent => req.net = Net::RecvAcked,
