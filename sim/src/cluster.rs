@@ -396,6 +396,12 @@ impl Cluster {
             match c.tag {
                 Tag::Data(io) => {
                     if let Some(r) = self.nodes[n].pending_writes.remove(&io) {
+                        if self.trace_cap > 400 {
+                            self.note(format!(
+                                "node {n}: disk: write of blocks {r:?} done: {:?}",
+                                c.result
+                            ));
+                        }
                         self.nodes[n].dirty_blocks.extend(r);
                     }
                     let result = match c.result {
@@ -641,6 +647,13 @@ impl Cluster {
                 }
             }
             Output::Complete { request, result } => {
+                if self.trace_cap > 400 {
+                    self.note(format!(
+                        "node {n}: complete request {} ok={}",
+                        request.0,
+                        result.is_ok()
+                    ));
+                }
                 self.complete(n, request, result.map_err(|e| format!("{e:?}")))?
             }
             Output::AdminDone { command, result } => {
@@ -682,6 +695,16 @@ impl Cluster {
                     && change.new.conn >= ConnState::Connected
                 {
                     self.handshake_decided(n)?;
+                }
+                if change.new.conn.is_resync() && !change.old.conn.is_resync() {
+                    // Starting a resync (after any handshake, also one an attach started) hands
+                    // the target the source's generation: the two agree on UUIDs from here.
+                    if self.handshake.is_none() {
+                        self.note_agreed_uuids();
+                    }
+                    // Everything that differs must be marked on the side that starts resyncing.
+                    let blocks: BTreeSet<u64> = self.model.blocks().collect();
+                    self.check_marked(&blocks)?;
                 }
                 let was_target = matches!(
                     change.old.conn,
@@ -1045,6 +1068,7 @@ impl Cluster {
                 fua,
             } => {
                 let id = self.next_write_id;
+                self.note(format!("write {id} is request {}", self.next_request));
                 self.next_write_id += 1;
                 let blocks: Vec<u64> = (block..block + count).collect();
                 let mut data = Vec::with_capacity((count * BLOCK_BYTES) as usize);
@@ -1397,8 +1421,12 @@ impl Cluster {
             if marks.iter().any(|m| m.is_none()) {
                 continue;
             }
+            // Both sides in resync states with each other: each drives or serves the resync
+            // from its own bitmap. (A side already tearing down may write without replicating;
+            // then only "at least one marks" holds.)
+            let both_resyncing = s.iter().all(|x| x.conn.is_some_and(|c| c.is_resync()));
             for n in 0..NODES {
-                let resyncing = s[n].conn.is_some_and(|c| c.is_resync());
+                let resyncing = both_resyncing;
                 if resyncing && marks[n] == Some(false) {
                     return Err(self.fail(FailureClass::Correctness, "out-of-sync-marked", format!(
                         "node {n} is {:?} but block {b}, which differs from its peer (node 0 {:?}, node 1 {:?}), is not marked out of sync",
