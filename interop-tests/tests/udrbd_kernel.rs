@@ -894,6 +894,12 @@ uk_finish
     );
     assert_eq!(u, k, "udrbd's refusal differs from the kernel's");
     let mut must = CONNECT_SYNC.to_vec();
-    must.extend([DrbdCommand::AUTH_CHALLENGE, DrbdCommand::AUTH_RESPONSE]);
+    must.extend([
+        DrbdCommand::AUTH_CHALLENGE,
+        DrbdCommand::AUTH_RESPONSE,
+        DrbdCommand::DATA,
+        DrbdCommand::TRIM,
+        DrbdCommand::ZEROES,
+    ]);
     assert_capture_clean(&out, "auth", &must);
 }
