@@ -6,7 +6,7 @@
 //! completions back. A crash drops the `Resource`, applies crash semantics to the disk, and later
 //! re-creates the `Resource` from what the meta-data area holds (after `apply-al`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -58,10 +58,10 @@ struct Node {
     engine: Option<Resource>,
     clock: NodeClock,
     incarnation: u64,
-    meta_pending: HashMap<IoId, MetaPending>,
-    preflush_waiting: HashMap<IoId, DiskOp>,
+    meta_pending: BTreeMap<IoId, MetaPending>,
+    preflush_waiting: BTreeMap<IoId, DiskOp>,
     /// Latest submitted bytes of each meta-data sector (for read-modify-write).
-    meta_shadow: HashMap<u64, Vec<u8>>,
+    meta_shadow: BTreeMap<u64, Vec<u8>>,
     restart_at_ns: Option<u64>,
     disk_errors: bool,
     /// Written by the upper layer as Primary since the last restart (for the crash checks).
@@ -69,7 +69,7 @@ struct Node {
     /// Blocks whose visible content changed on this node's disk since the last check.
     dirty_blocks: BTreeSet<u64>,
     /// Data writes submitted to the disk and not completed, as block ranges.
-    pending_writes: HashMap<IoId, std::ops::Range<u64>>,
+    pending_writes: BTreeMap<IoId, std::ops::Range<u64>>,
     /// Blocks of data writes submitted since the last check (a bit cleared too early shows
     /// while its write is still on the way).
     fresh_writes: BTreeSet<u64>,
@@ -132,6 +132,8 @@ impl Stats {
     }
 }
 
+/// Every map here is ordered: iteration order must not depend on a per-process hash seed, or a
+/// seed would not replay.
 pub struct Cluster {
     pub options: Options,
     mutation: Option<Mutation>,
@@ -141,7 +143,7 @@ pub struct Cluster {
     placement: Placement,
     workload: Workload,
     model: Model,
-    requests: HashMap<u64, Req>,
+    requests: BTreeMap<u64, Req>,
     busy: BTreeSet<u64>,
     next_request: u64,
     next_write_id: u64,
@@ -193,14 +195,14 @@ impl Cluster {
                 engine: None,
                 clock: options.clock[n],
                 incarnation: 0,
-                meta_pending: HashMap::new(),
-                preflush_waiting: HashMap::new(),
-                meta_shadow: HashMap::new(),
+                meta_pending: BTreeMap::new(),
+                preflush_waiting: BTreeMap::new(),
+                meta_shadow: BTreeMap::new(),
                 restart_at_ns: None,
                 disk_errors: false,
                 wrote_as_primary: false,
                 dirty_blocks: BTreeSet::new(),
-                pending_writes: HashMap::new(),
+                pending_writes: BTreeMap::new(),
                 fresh_writes: BTreeSet::new(),
                 crash_changed: Vec::new(),
                 crashed_as_primary: false,
@@ -216,7 +218,7 @@ impl Cluster {
             placement,
             workload,
             model: Model::default(),
-            requests: HashMap::new(),
+            requests: BTreeMap::new(),
             busy: BTreeSet::new(),
             next_request: 1,
             next_write_id: 1,
