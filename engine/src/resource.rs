@@ -2665,7 +2665,12 @@ impl Resource {
                     self.write_bitmap(vol);
                 }
                 let d = self.devs.get_mut(&vol).expect("volumes are never removed");
-                if d.sb_after_bm && !d.bm_in_flight {
+                // A failed bitmap write must not be followed by the superblock that stops apply-al
+                // from replaying the activity log: keep MDF_PRIMARY_IND on disk.
+                if result.is_err() {
+                    d.sb_after_bm = false;
+                    self.gate.remove(&sb_token(vol));
+                } else if d.sb_after_bm && !d.bm_in_flight {
                     d.sb_after_bm = false;
                     let gated = self.gate.remove(&sb_token(vol));
                     self.write_superblock(vol, gated);
@@ -2695,6 +2700,13 @@ impl Resource {
                 Some(Volume(vol)),
                 "meta-data IO error".into(),
             );
+            // A lost bitmap write leaves the on-disk bitmap unreliable: ask for a full sync on the
+            // next attach (MDF_FULL_SYNC sets every bit) rather than trust it.
+            if matches!(what, Io::Bitmap { .. }) {
+                if let Some(ld) = self.devs.get_mut(&vol).and_then(|d| d.ld.as_mut()) {
+                    ld.d.flags |= MDF_FULL_SYNC;
+                }
+            }
             self.detach_on_error(vol, "META");
             // Writes waiting for the activity log go on without the local disk.
             let waiting: Vec<u64> = self
@@ -3903,6 +3915,8 @@ impl Resource {
         }
         let both_ok = failed == 0;
         if both_ok {
+            // The full sync MDF_FULL_SYNC asked for is done.
+            ld.d.flags &= !MDF_FULL_SYNC;
             ld.crashed_primary = false;
         }
         self.log(
