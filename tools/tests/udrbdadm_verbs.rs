@@ -239,6 +239,26 @@ fn create_md_up_primary_force_full_sync_and_replication() {
     assert_eq!(b.ok(&["cstate", "r0"]), "StandAlone\n");
     b.ok(&["adjust", "r0"]);
     b.wait_for("cstate", "Connected\n", 30);
+    // adjust with a changed net option on the connected Secondary: applied, connected again.
+    let conf = std::fs::read_to_string(&b.conf).unwrap();
+    std::fs::write(
+        &b.conf,
+        conf.replace("timeout 15;", "timeout 15; max-buffers 4000;"),
+    )
+    .unwrap();
+    b.ok(&["adjust", "r0"]);
+    b.wait_for("cstate", "Connected\n", 30);
+    assert!(b
+        .log()
+        .contains("net options changed; reconnecting with them"));
+    // The Primary refuses to change them while connected, with drbdsetup's exit code.
+    let out = a.adm(&["adjust", "r0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     a.ok(&["down", "r0"]);
     b.ok(&["down", "r0"]);

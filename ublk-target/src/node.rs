@@ -284,6 +284,8 @@ struct Driver {
     minors: BTreeMap<u16, u32>,
     /// Volumes exposed through ublk: device id and its stop handle.
     exposed: BTreeMap<u16, (u32, crate::frontend::Stopper)>,
+    /// New net options waiting for the disconnect that precedes applying them.
+    pending_net: Option<(NetOptions, Sender<Response>)>,
 }
 
 impl Driver {
@@ -313,6 +315,7 @@ impl Driver {
             down_at: None,
             minors: BTreeMap::new(),
             exposed: BTreeMap::new(),
+            pending_net: None,
         }
     }
 
@@ -844,7 +847,7 @@ impl Driver {
                 );
             }
             Request::NetOptions { options } => {
-                let Some((l, p, _)) = self.net.clone() else {
+                let Some((l, p, current)) = self.net.clone() else {
                     let _ = reply.send(refused(
                         10,
                         102,
@@ -852,6 +855,38 @@ impl Driver {
                     ));
                     return;
                 };
+                let live = self
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.conn_state() != engine::ConnState::StandAlone);
+                if live && !same_net(&current, &options) {
+                    // The engine takes net options at construction: a Secondary reconnects with
+                    // the new ones (disconnect, rebuild from the on-disk state, connect).
+                    if self
+                        .engine
+                        .as_ref()
+                        .is_some_and(|e| e.role() != engine::Role::Secondary)
+                    {
+                        let _ = reply.send(refused(
+                            10,
+                            151,
+                            "changing net options of a connected Primary is not supported yet; disconnect first",
+                        ));
+                        return;
+                    }
+                    if let Err(m) = net_config(&options) {
+                        let _ = reply.send(Response::Error { message: m });
+                        return;
+                    }
+                    info!(
+                        "drbd {}: net options changed; reconnecting with them",
+                        self.opts.resource
+                    );
+                    self.pending_net = Some((options, reply));
+                    let (tx, _rx) = crossbeam_channel::unbounded();
+                    self.admin_cmd(AdminCommand::Disconnect { force: false }, tx);
+                    return;
+                }
                 match self.set_net(l, p, options) {
                     Ok(()) => {
                         let _ = reply.send(Response::Ok);
@@ -1209,6 +1244,27 @@ impl Driver {
                 }
                 self.down = true;
                 return;
+            }
+        }
+        let standalone = self
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.conn_state() == engine::ConnState::StandAlone);
+        if self.pending_net.is_some() && standalone && self.io.is_empty() {
+            if let (Some((options, reply)), Some((l, p, _))) =
+                (self.pending_net.take(), self.net.clone())
+            {
+                match self.set_net(l, p, options) {
+                    Ok(()) => self.admin_cmd(
+                        AdminCommand::Connect {
+                            discard_my_data: false,
+                        },
+                        reply,
+                    ),
+                    Err(e) => {
+                        let _ = reply.send(e);
+                    }
+                }
             }
         }
         // Snapshots cost a little; only take them when someone is watching.
