@@ -152,6 +152,7 @@ pub struct Cluster {
     was_steady: bool,
     heal_prng: Prng,
     next_heal_ns: u64,
+    liveness_since_ns: u64,
     /// Each node's current UUID when the pair was last in sync (or at creation).
     synced_uuid: [Option<u64>; NODES],
     split_brain_seen: bool,
@@ -227,6 +228,7 @@ impl Cluster {
             was_steady: false,
             heal_prng: prng.fork(),
             next_heal_ns: 0,
+            liveness_since_ns: 0,
             synced_uuid: [None; NODES],
             split_brain_seen: false,
             handshake: None,
@@ -1764,6 +1766,7 @@ impl Cluster {
 
     fn begin_liveness(&mut self) -> Result<(), Failure> {
         self.liveness = true;
+        self.liveness_since_ns = self.now_ns;
         self.note("LIVENESS: healing network, disks and nodes".into());
         self.net.set_partitioned(self.now_ns, false);
         for n in 0..NODES {
@@ -1848,12 +1851,24 @@ impl Cluster {
             (0..NODES).all(|n| self.snapshot(n).conn == Some(ConnState::Connected));
         let none_up_to_date =
             (0..NODES).all(|n| self.snapshot(n).disk != Some(DiskState::UpToDate));
-        if both_connected && none_up_to_date && self.requests.is_empty() {
+        // Still not healed after a minute: do what an administrator does next. A Primary that
+        // would have to become SyncTarget refuses ("I shall become SyncTarget, but I am
+        // primary!"), so demote it; if no node has good data at all, force the most current one.
+        let stuck = self.now_ns.saturating_sub(self.liveness_since_ns) > 60_000_000_000;
+        let both_up = self.nodes.iter().all(|n| n.engine.is_some());
+        let force = (both_connected || (stuck && both_up)) && none_up_to_date;
+        if force && self.requests.is_empty() {
             let n = if current[0] || !current[1] { 0 } else { 1 };
             if !current[n] {
                 self.model.diverged = true;
             }
             self.admin(n, AdminCommand::Primary { force: true })?;
+        } else if stuck && self.requests.is_empty() {
+            for n in 0..NODES {
+                if self.snapshot(n).role == Some(Role::Primary) {
+                    self.admin(n, AdminCommand::Secondary)?;
+                }
+            }
         }
         Ok(())
     }
