@@ -4299,6 +4299,17 @@ impl Resource {
             self.send_state(v);
         } else {
             self.set_state(v, |s| s.disk = ds);
+            // A disconnected Primary writing to a freshly attached disk starts a new data
+            // generation, as a promotion while disconnected does (drbd_set_role).
+            let d = &self.devs[&v];
+            let bm0 = d.ld.as_ref().is_some_and(|l| l.d.uuids[UI_BITMAP] == 0);
+            if d.st.role == Role::Primary && d.st.disk >= DiskState::UpToDate && bm0 {
+                self.new_current_uuid(v);
+                if let Some(ld) = self.devs.get_mut(&v).and_then(|d| d.ld.as_mut()) {
+                    ld.d.uuids[UI_CURRENT] |= 1;
+                }
+                self.write_superblock(v, true);
+            }
         }
         Ok(())
     }
