@@ -58,3 +58,24 @@ fn catches_clear_bit_before_resync_write_durable() {
 fn every_mutation_has_a_test() {
     assert_eq!(mutations::ALL.len(), 5);
 }
+
+/// How often each mutation is caught (run by hand: `cargo test -p udrbd-sim --release --test
+/// mutations -- --ignored --nocapture`). Counts a seed only if it fails with the mutation's own
+/// checks and passes without the mutation.
+#[test]
+#[ignore]
+fn catch_rates() {
+    const SEEDS: u64 = 200;
+    for m in mutations::ALL {
+        let mut caught = 0;
+        for seed in 0..SEEDS {
+            if let Err(f) = run_seed(seed, Some(m)) {
+                if mutations::expected_checks(m).contains(&f.check) && run_seed(seed, None).is_ok()
+                {
+                    caught += 1;
+                }
+            }
+        }
+        eprintln!("{m:?}: caught by {caught} of {SEEDS} seeds");
+    }
+}
