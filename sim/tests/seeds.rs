@@ -38,6 +38,7 @@ fn ci_seed_sweep_has_no_violations() {
         .unwrap_or(DEFAULT_SEEDS);
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
+    let totals = Mutex::new(udrbd_sim::cluster::Stats::default());
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
@@ -50,7 +51,11 @@ fn ci_seed_sweep_has_no_violations() {
                     return;
                 }
                 let seed = base.wrapping_add(i);
-                if let Err(f) = run_seed(seed, None) {
+                let result = run_seed(seed, None);
+                if let Ok(stats) = &result {
+                    totals.lock().expect("no panics while held").add(stats);
+                }
+                if let Err(f) = result {
                     let line = format!("seed {seed}: {f}\n  replay: {}", replay_line(seed, None));
                     eprintln!("{line}");
                     failures.lock().expect("no panics while held").push(line);
@@ -59,6 +64,10 @@ fn ci_seed_sweep_has_no_violations() {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
+    eprintln!(
+        "totals over passing seeds: {:?}",
+        totals.into_inner().expect("threads joined")
+    );
     eprintln!(
         "{count} seeds from {base} in {:.1} s, {} failed",
         started.elapsed().as_secs_f64(),
