@@ -12,6 +12,10 @@
 //!   above; Wireshark's DRBD dissector finds nothing malformed. Each test above also checks its
 //!   own (snaplen-limited) capture the same way.
 //! - `capture_check_flags_a_corrupted_packet` (host only): the capture check is not blind.
+//! - beyond the list: `auth_refusals_and_udrbd_kill_restart` (sha1 shared secret, the
+//!   two-primaries refusal reads as drbdsetup's, SIGKILL of the udrbd Secondary and `up` again
+//!   resyncs only the blocks written meanwhile, P_TRIM / P_ZEROES from the kernel) and
+//!   `udrbd_primary_ublk_device_replicates_to_kernel` (fio/dd/discard on /dev/ublkbN).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -902,4 +906,119 @@ uk_finish
         DrbdCommand::ZEROES,
     ]);
     assert_capture_clean(&out, "auth", &must);
+}
+
+/// f. Beyond the list: the udrbd Primary's upper layer as users get it, /dev/ublkbN (`udrbd
+/// expose`): fio with crc32c verify, dd and flushes on it replicate to the kernel
+/// Secondary with protocol C; data areas hash equal.
+#[test]
+fn udrbd_primary_ublk_device_replicates_to_kernel() {
+    let lab = lab_or_skip!();
+    let body = format!(
+        r#"{COMMON_BODY}
+section setup
+modprobe ublk_drv || exit 1
+uk_setup 32 || exit 1
+check create-md uk_create_md
+uk_capture_start ublk 2048
+check kernel-up K up r0
+check udrbd-up U up r0
+check connected wait_for 60 uk_connected
+check udrbd-primary U primary --force r0
+check synced wait_for 300 uk_synced
+section expose
+DEV=$(UIO expose)
+echo "exposed: $DEV"
+check block-device wait_for 10 test -b "$DEV"
+SIZE=$(uk_size)
+echo "ublk size $(blockdev --getsize64 $DEV), drbd size $SIZE"
+check ublk-size test "$(blockdev --getsize64 $DEV)" = $((SIZE / 4096 * 4096))
+FIO="fio --filename=$DEV --ioengine=io_uring --direct=1 --verify=crc32c --do_verify=1 \
+     --verify_fatal=1 --exitall_on_error --output-format=terse --terse-version=3"
+section fio on the ublk device
+check fio-4k-randwrite-verify $FIO --name=rand4k --rw=randwrite --bs=4k --iodepth=16 --size=8M --offset=0
+check data-equal-after-rand uk_hashes_equal
+check fio-1m-seqwrite-verify $FIO --name=seq1m --rw=write --bs=1M --iodepth=4 --size=8M --offset=8M
+check data-equal-after-seq uk_hashes_equal
+section dd and flush
+head -c 2M /dev/urandom > /scratch/p
+check dd-fsync dd if=/scratch/p of=$DEV bs=1M seek=18 oflag=direct conv=fsync status=none
+check dd-readback sh -c "dd if=$DEV bs=1M skip=18 count=2 iflag=direct status=none | cmp - /scratch/p"
+check kernel-has-it sh -c "dd if=/dev/loop0 bs=1M skip=18 count=2 iflag=direct status=none | cmp - /scratch/p"
+check data-equal-after-dd uk_hashes_equal
+check still-synced uk_synced
+section teardown
+check udrbd-down U down r0
+check ublk-gone wait_for 20 sh -c "! test -e $DEV"
+check kernel-down K down r0
+uk_finish
+"#
+    );
+    let out = run(lab, "udrbd-ublk", &body);
+    out.assert_success();
+    out.assert_checks(&[
+        "create-md",
+        "connected",
+        "udrbd-primary",
+        "synced",
+        "block-device",
+        "ublk-size",
+        "fio-4k-randwrite-verify",
+        "data-equal-after-rand",
+        "fio-1m-seqwrite-verify",
+        "data-equal-after-seq",
+        "dd-fsync",
+        "dd-readback",
+        "kernel-has-it",
+        "data-equal-after-dd",
+        "still-synced",
+        "udrbd-down",
+        "ublk-gone",
+        "kernel-down",
+    ]);
+    assert_capture_clean(&out, "ublk", &connect_sync_write());
+}
+
+/// g. Discard on /dev/ublkbN reaches the kernel Secondary as P_TRIM, as `blkdiscard` on a
+/// kernel /dev/drbdN does.
+#[test]
+#[ignore = "fails on udrbd bug IB-5 (the ublk device advertises no discard: BLKDISCARD -> EOPNOTSUPP), /work/coord/INTEROP_BUGS.md"]
+fn udrbd_ublk_discard_replicates_to_kernel() {
+    let lab = lab_or_skip!();
+    let body = format!(
+        r#"{COMMON_BODY}
+modprobe ublk_drv || exit 1
+uk_setup 16 || exit 1
+check create-md uk_create_md
+uk_capture_start ublk-discard 2048
+check kernel-up K up r0
+check udrbd-up U up r0
+check connected wait_for 60 uk_connected
+check udrbd-primary U primary --force r0
+check synced wait_for 300 uk_synced
+DEV=$(UIO expose)
+check block-device wait_for 10 test -b "$DEV"
+check dd-write dd if=/dev/urandom of=$DEV bs=1M count=4 seek=4 oflag=direct status=none
+check ublk-discard blkdiscard -o $((4 << 20)) -l $((2 << 20)) $DEV
+check ublk-zeroout blkdiscard -z -o $((6 << 20)) -l $((1 << 20)) $DEV
+check data-equal-after-discard uk_hashes_equal
+check still-synced uk_synced
+check udrbd-down U down r0
+check kernel-down K down r0
+uk_finish
+"#
+    );
+    let out = run(lab, "udrbd-ublk-discard", &body);
+    out.assert_success();
+    out.assert_checks(&[
+        "block-device",
+        "dd-write",
+        "ublk-discard",
+        "ublk-zeroout",
+        "data-equal-after-discard",
+        "still-synced",
+    ]);
+    let mut must = connect_sync_write();
+    must.push(DrbdCommand::TRIM);
+    assert_capture_clean(&out, "ublk-discard", &must);
 }
