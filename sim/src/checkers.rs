@@ -97,7 +97,7 @@ pub fn identify(data: &[u8], block: u64) -> BlockValue {
     let mut value = None;
     for (i, sector) in data.chunks(SECTOR).enumerate() {
         match sector_value(sector, block, i as u64) {
-            Some(id) if value.is_none_or(|v| v == id) => value = Some(id),
+            Some(id) if value.map_or(true, |v| v == id) => value = Some(id),
             _ => return BlockValue::Mixed,
         }
     }

@@ -299,7 +299,7 @@ impl Cluster {
         let mut next: Option<(u64, u8, usize)> = None;
         let mut consider = |t: Option<u64>, kind: u8, n: usize| {
             if let Some(t) = t {
-                if next.is_none_or(|(nt, nk, nn)| (t, kind, n) < (nt, nk, nn)) {
+                if next.map_or(true, |(nt, nk, nn)| (t, kind, n) < (nt, nk, nn)) {
                     next = Some((t, kind, n));
                 }
             }
@@ -780,7 +780,7 @@ impl Cluster {
         len: u64,
         data_bytes: u64,
     ) -> Result<(), Failure> {
-        if sector * 512 + len > data_bytes || !len.is_multiple_of(512) || len == 0 {
+        if sector * 512 + len > data_bytes || len % 512 != 0 || len == 0 {
             return Err(self.fail(FailureClass::Crash, "data-io", format!(
                 "node {n}: data I/O at sector {sector} len {len} outside the data area ({data_bytes} bytes) or unaligned"
             )));

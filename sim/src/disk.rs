@@ -97,7 +97,7 @@ pub struct DiskStats {
 
 impl<T: Clone> SimDisk<T> {
     pub fn new(size_bytes: u64, faults: DiskFaults, prng: Prng) -> SimDisk<T> {
-        assert!(size_bytes.is_multiple_of(SECTOR_BYTES));
+        assert!(size_bytes % SECTOR_BYTES == 0);
         assert!(faults.latency_min_ns <= faults.latency_max_ns);
         SimDisk {
             size_bytes,
@@ -132,8 +132,8 @@ impl<T: Clone> SimDisk<T> {
             DiskOp::Write { offset, data, .. } => (*offset, data.len() as u64),
             DiskOp::Flush => return true,
         };
-        offset.is_multiple_of(SECTOR_BYTES)
-            && len.is_multiple_of(SECTOR_BYTES)
+        offset % SECTOR_BYTES == 0
+            && len % SECTOR_BYTES == 0
             && offset
                 .checked_add(len)
                 .is_some_and(|end| end <= self.size_bytes)
@@ -258,7 +258,7 @@ impl<T: Clone> SimDisk<T> {
 
     /// What a read issued now would return (cache included).
     pub fn read_visible(&self, offset: u64, len: u64) -> Vec<u8> {
-        assert!(offset.is_multiple_of(SECTOR_BYTES) && len.is_multiple_of(SECTOR_BYTES));
+        assert!(offset % SECTOR_BYTES == 0 && len % SECTOR_BYTES == 0);
         let mut out = vec![0u8; len as usize];
         for (i, chunk) in out.chunks_mut(SECTOR_BYTES as usize).enumerate() {
             let sector = offset / SECTOR_BYTES + i as u64;
@@ -345,9 +345,7 @@ impl<T: Clone> SimDisk<T> {
 
     /// Test and set-up helper: writes straight to the medium, bypassing latency and the cache.
     pub fn write_durable_now(&mut self, offset: u64, data: &[u8]) {
-        assert!(
-            offset.is_multiple_of(SECTOR_BYTES) && (data.len() as u64).is_multiple_of(SECTOR_BYTES)
-        );
+        assert!(offset % SECTOR_BYTES == 0 && (data.len() as u64) % SECTOR_BYTES == 0);
         assert!(offset + data.len() as u64 <= self.size_bytes);
         for (i, chunk) in data.chunks(SECTOR_BYTES as usize).enumerate() {
             let sector = offset / SECTOR_BYTES + i as u64;

@@ -326,7 +326,7 @@ impl Net {
                 for sock in 0..2 {
                     if let Some(m) = self.queues[from][sock].front() {
                         if m.deliver_at_ns <= now_ns
-                            && best.is_none_or(|(t, _, _)| m.deliver_at_ns < t)
+                            && best.map_or(true, |(t, _, _)| m.deliver_at_ns < t)
                         {
                             best = Some((m.deliver_at_ns, from, sock));
                         }
@@ -341,7 +341,7 @@ impl Net {
                     continue;
                 }
                 if let Some(t) = lost_at_ns[i] {
-                    if t <= now_ns && lost.is_none_or(|(lt, _)| t < lt) {
+                    if t <= now_ns && lost.map_or(true, |(lt, _)| t < lt) {
                         lost = Some((t, i));
                     }
                 }
@@ -349,7 +349,7 @@ impl Net {
         }
         // Bytes due no later than the close go first (data before FIN).
         match (best, lost) {
-            (Some((t, from, sock)), l) if l.is_none_or(|(lt, _)| t <= lt) => {
+            (Some((t, from, sock)), l) if l.map_or(true, |(lt, _)| t <= lt) => {
                 let m = self.queues[from][sock]
                     .pop_front()
                     .expect("front seen above");
