@@ -209,10 +209,13 @@ fn check(what: &str, r: std::io::Result<Response>) -> VerbResult {
             text,
             exit_code,
         }) => {
+            // drbdsetup prefixes its messages with the object it was called on: the minor
+            // (`drbdsetup primary 0`) or the resource (`drbdsetup disconnect r0`).
+            let obj = what.split_whitespace().nth(2).unwrap_or("");
             let msg = if code < 0 {
-                format!("State change failed: ({code}) {text}\nCommand '{what}' terminated with exit code {exit_code}")
+                format!("{obj}: State change failed: ({code}) {text}\nCommand '{what}' terminated with exit code {exit_code}")
             } else {
-                format!("{text}\nCommand '{what}' terminated with exit code {exit_code}")
+                format!("{obj}: Failure: ({code}) {text}\nCommand '{what}' terminated with exit code {exit_code}")
             };
             Err(VerbError::new(
                 u8::try_from(exit_code).unwrap_or(EXIT_REFUSED),

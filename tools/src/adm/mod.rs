@@ -230,7 +230,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, AdmEr
     let mut only_positional = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        if !only_positional && a.starts_with('-') && a.len() > 1 {
+        // drbdadm: words after `--` that come before the command are drbdsetup options
+        // (`drbdadm -- --verbose --statistics status r0`); after the command, positional.
+        let option_here = if only_positional {
+            verb.is_none() && a.starts_with("--") && a.len() > 2
+        } else {
+            a.starts_with('-') && a.len() > 1
+        };
+        if option_here {
             if a == "--" {
                 only_positional = true;
                 continue;
@@ -465,6 +472,13 @@ mod tests {
         assert_eq!(a.config_path, PathBuf::from("/y"));
         assert_eq!(a.verb, Verb::NewCurrentUuid);
         assert_eq!(a.resources, vec!["--clear-bitmap", "r0/0"]);
+        // drbdsetup options after `--`, before the command (drbdadm-84 -d: `drbdsetup-84
+        // status r0 --verbose --statistics`).
+        let a = args("-- --verbose --statistics status r0").unwrap();
+        assert_eq!(a.verb, Verb::Status);
+        assert!(a.verbose);
+        assert_eq!(a.extra, vec!["--statistics"]);
+        assert_eq!(a.resources, vec!["r0"]);
         let a = args("new-current-uuid --clear-bitmap r0/0").unwrap();
         assert!(a.clear_bitmap);
         let a = args("-n VAR -sdrbdsetup -P bob dump r0").unwrap();

@@ -165,7 +165,7 @@ fn run_one(
         Verb::Status => client::status(
             env,
             res,
-            ctx.args.verbose,
+            ctx.args.verbose || ctx.args.extra.iter().any(|e| e == "--verbose"),
             ctx.args.extra.iter().any(|e| e == "--statistics"),
             &mut out,
         ),
