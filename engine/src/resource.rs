@@ -266,6 +266,8 @@ pub struct Resource {
     rs_waiting: VecDeque<(u16, u64, u32)>,
     /// Application writes waiting for resync reads of the same blocks.
     app_waiting: VecDeque<u64>,
+    /// New application requests held while the state is not stable (inc_ap_bio).
+    ap_held: VecDeque<(RequestId, Volume, RequestOp)>,
     pending_change: Option<PendingChange>,
     ping_outstanding: bool,
     pings_sent: u64,
@@ -393,6 +395,7 @@ impl Resource {
             al_waiters: VecDeque::new(),
             rs_waiting: VecDeque::new(),
             app_waiting: VecDeque::new(),
+            ap_held: VecDeque::new(),
             pending_change: None,
             ping_outstanding: false,
             pings_sent: 0,
@@ -535,6 +538,7 @@ impl Resource {
             Input::Request { id, volume, op } => self.on_request(id, volume, op),
             Input::Admin(cmd) => self.on_admin(cmd),
         }
+        self.release_ap_held();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -561,6 +565,37 @@ impl Resource {
         }
         if self.timers.take_expired(Timer::ResyncTick, now) {
             self.resync_tick();
+        }
+        self.release_ap_held();
+    }
+
+    /// drbd_state_is_stable: no new application I/O starts while the bitmap exchange or the
+    /// sync-UUID hand-over is under way, or while a disk attaches/negotiates (the kernel's
+    /// inc_ap_bio waits). Such I/O would reach a disk whose role in the resync is not settled.
+    fn state_is_stable(&self, v: u16) -> bool {
+        let Some(d) = self.devs.get(&v) else {
+            return true;
+        };
+        let conn_ok = match d.st.conn {
+            ConnState::WFBitMapT | ConnState::WFSyncUUID => false,
+            ConnState::WFBitMapS => self.agreed.apv >= 96,
+            _ => true,
+        };
+        conn_ok
+            && !matches!(
+                d.st.disk,
+                DiskState::Attaching | DiskState::Negotiating | DiskState::DUnknown
+            )
+    }
+
+    /// Starts held application requests, in arrival order, once their volume is stable.
+    fn release_ap_held(&mut self) {
+        while let Some((_, volume, _)) = self.ap_held.front() {
+            if !self.state_is_stable(volume.0) {
+                return;
+            }
+            let (id, volume, op) = self.ap_held.pop_front().expect("front exists");
+            self.start_request(id, volume, op);
         }
     }
 
@@ -656,6 +691,19 @@ impl Resource {
             && (new.disk <= DiskState::Failed || new.pdsk <= DiskState::Failed)
         {
             new.conn = ConnState::Connected;
+        }
+        // Becoming SyncTarget implies a usable (Inconsistent) disk: a disk still Negotiating is
+        // raised (sanitize_state's disk_min for WFBitMapT .. WFSyncUUID).
+        if matches!(
+            new.conn,
+            ConnState::WFBitMapT
+                | ConnState::PausedSyncT
+                | ConnState::StartingSyncT
+                | ConnState::WFSyncUUID
+                | ConnState::Behind
+        ) && matches!(new.disk, DiskState::Attaching | DiskState::Negotiating)
+        {
+            new.disk = DiskState::Inconsistent;
         }
         if new.conn < ConnState::WFReportParams {
             new.peer = Role::Unknown;
@@ -1238,6 +1286,7 @@ impl Resource {
             d.bm_tx = BmCursor::default();
         }
         self.rs_waiting.clear();
+        self.retry_app_waiting();
         let vols: Vec<u16> = self.devs.keys().copied().collect();
         for v in &vols {
             self.set_state(*v, |s| {
@@ -1948,11 +1997,14 @@ impl LocalDisk {
         if d.flags & MDF_FULL_SYNC != 0 {
             bitmap.set_all();
         }
+        // A crashed Primary remembers it across detach/attach and restarts (drbd_adm_attach:
+        // MDF_CRASHED_PRIMARY, or MDF_PRIMARY_IND still set).
+        let crashed_primary = d.flags & (MDF_PRIMARY_IND | MDF_CRASHED_PRIMARY) != 0;
         LocalDisk {
             d,
             bitmap,
             al: ActivityLog::new(al_extents),
-            crashed_primary: false,
+            crashed_primary,
         }
     }
 
@@ -2022,6 +2074,14 @@ impl Resource {
     }
 
     fn on_request(&mut self, id: RequestId, volume: Volume, op: RequestOp) {
+        if !self.ap_held.is_empty() || !self.state_is_stable(volume.0) {
+            self.ap_held.push_back((id, volume, op));
+            return;
+        }
+        self.start_request(id, volume, op);
+    }
+
+    fn start_request(&mut self, id: RequestId, volume: Volume, op: RequestOp) {
         let v = volume.0;
         let Some(d) = self.devs.get(&v) else {
             self.out.push_back(Output::Complete {
@@ -2301,8 +2361,10 @@ impl Resource {
         let (remote, oos) = self.remote_mode(v);
         let st = self.devs[&v].st;
         let in_sync_state = st.conn.is_sync();
-        // Application writes vs resync on the SyncSource: wait for resync reads of the range.
-        if self.rs_read_in_flight(v, sector, len) {
+        // Application writes vs resync: on the SyncSource wait for resync reads of the range, on
+        // the SyncTarget for requested resync data not yet written (the kernel locks the resync
+        // extent against application writes, BME_NO_WRITES).
+        if self.rs_read_in_flight(v, sector, len) || self.rs_target_busy(v, sector, len) {
             self.app_waiting.push_back(cookie);
             return;
         }
@@ -2878,6 +2940,9 @@ impl Resource {
                 self.flush_ready_epochs();
                 self.start_deferred();
                 self.retry_rs_waiting();
+                if resync {
+                    self.retry_app_waiting();
+                }
             }
             Io::PeerRead {
                 vol,
@@ -2908,10 +2973,7 @@ impl Resource {
                         self.send_ack(neg, vol, sector, block_id, len);
                     }
                 }
-                let waiting: Vec<u64> = self.app_waiting.drain(..).collect();
-                for c in waiting {
-                    self.submit_write(c);
-                }
+                self.retry_app_waiting();
             }
             Io::EpochFlush { epoch } => {
                 if result.is_err() {
@@ -3261,6 +3323,26 @@ impl Resource {
         }
     }
 
+    /// The SyncTarget has requested these blocks and not yet written the reply.
+    fn rs_target_busy(&self, v: u16, sector: u64, len: u32) -> bool {
+        let end = sector + len as u64 / 512;
+        let hit = |s: u64, l: u32| s < end && sector < s + l as u64 / 512;
+        let resync_write = |x: &Io| matches!(x, Io::PeerWrite { vol, sector: s, len: l, resync: true, .. } if *vol == v && hit(*s, *l));
+        self.devs
+            .get(&v)
+            .is_some_and(|d| d.rs.in_flight.iter().any(|(s, l)| hit(*s, *l)))
+            || self.ios.values().any(resync_write)
+            || self.deferred.iter().any(|x| resync_write(&x.io))
+    }
+
+    /// Application writes parked behind resync traffic try again.
+    fn retry_app_waiting(&mut self) {
+        let waiting: Vec<u64> = self.app_waiting.drain(..).collect();
+        for c in waiting {
+            self.submit_write(c);
+        }
+    }
+
     fn rs_read_in_flight(&self, v: u16, sector: u64, len: u32) -> bool {
         let end = sector + len as u64 / 512;
         self.ios.values().any(|x| matches!(x, Io::PeerRead { vol, sector: s, len: l, reply, .. } if *vol == v && *reply == cmd::RS_DATA_REPLY && *s < end && sector < *s + *l as u64 / 512))
@@ -3383,6 +3465,7 @@ impl Resource {
                         d.rs.failed += (blksize as u64).div_ceil(4096);
                     }
                     self.check_resync_done(v);
+                    self.retry_app_waiting();
                 }
                 _ => {}
             }
@@ -3713,6 +3796,17 @@ impl Resource {
             .into());
         }
         let u = u64::from_be_bytes(f.payload[..8].try_into().expect("length checked"));
+        // A disk detached while the P_SYNC_UUID was on its way: the resync is off, the packet is
+        // ignored (receive_sync_uuid without get_ldev_if_state(D_NEGOTIATING)).
+        let d = &self.devs[&v];
+        if d.ld.is_none() || d.st.disk < DiskState::Negotiating {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                "Ignoring SyncUUID packet!".into(),
+            );
+            return Ok(());
+        }
         if self.devs[&v].st.conn != ConnState::WFSyncUUID
             && self.devs[&v].st.conn != ConnState::Behind
         {
@@ -3777,6 +3871,13 @@ impl Resource {
                     .max(8);
             let mut reqs = Vec::new();
             let Some(ld) = d.ld.as_ref() else { continue };
+            // Blocks with an application write still under way are not requested yet (the
+            // kernel's drbd_try_rs_begin_io waits for the extent's application I/O to drain).
+            let tl = &self.tl;
+            let app_busy = |sector: u64, len: u32| {
+                tl.overlaps(Volume(v), sector, len)
+                    .any(|r| r.kind != ReqKind::Read && !r.completed)
+            };
             while budget >= 8
                 && d.rs.in_flight_sectors()
                     + reqs
@@ -3800,6 +3901,9 @@ impl Resource {
                 }
                 let sector = bit * 8;
                 let len = ((n * 8).min(d.capacity - sector) * 512) as u32;
+                if app_busy(sector, len) {
+                    break;
+                }
                 reqs.push((sector, len));
                 d.rs.cursor = bit + n;
                 budget = budget.saturating_sub(n * 8);
