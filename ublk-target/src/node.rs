@@ -27,6 +27,8 @@ use crate::control::{self, DiskOptions, NetOptions, Request, Response};
 use crate::status::{ConnectionStatus, StatusSnapshot, VolumeStats, VolumeStatus};
 use crate::transport::{self, ConnectParams};
 
+mod expose;
+
 /// What the driver thread reacts to.
 // Events are moved once through a channel; boxing the large ones would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -62,12 +64,8 @@ pub enum Event {
         socket: Socket,
         bytes: Bytes,
     },
-    /// A ublk device for `volume` is up (from the thread that started it).
-    Exposed {
-        volume: u16,
-        dev_id: u32,
-        stopper: crate::frontend::Stopper,
-    },
+    /// The ublk upper layer (node/expose.rs).
+    Ublk(expose::UblkEvent),
     Lost {
         gen: u64,
         why: String,
@@ -282,8 +280,8 @@ struct Driver {
     down_at: Option<(Sender<Response>, std::time::Instant)>,
     /// Minor numbers of the volumes ever attached (they outlive a detach).
     minors: BTreeMap<u16, u32>,
-    /// Volumes exposed through ublk: device id and its stop handle.
-    exposed: BTreeMap<u16, (u32, crate::frontend::Stopper)>,
+    /// Volumes exposed through ublk (node/expose.rs).
+    ublk: expose::Ublk,
     /// New net options waiting for the disconnect that precedes applying them.
     pending_net: Option<(NetOptions, Sender<Response>)>,
 }
@@ -314,7 +312,7 @@ impl Driver {
             pending_attach: None,
             down_at: None,
             minors: BTreeMap::new(),
-            exposed: BTreeMap::new(),
+            ublk: expose::Ublk::default(),
             pending_net: None,
         }
     }
@@ -342,6 +340,7 @@ impl Driver {
                 }
             }
             self.drain();
+            self.ublk_after_step();
             self.after_step();
         }
         if let Some(mut c) = self.conn.take() {
@@ -407,15 +406,7 @@ impl Driver {
                 }
             }
             Event::Io { token, result } => self.on_io(token, result),
-            Event::Exposed {
-                volume,
-                dev_id,
-                stopper,
-            } => {
-                let minor = self.minors.get(&volume).copied().unwrap_or(0);
-                info!("block drbd{minor}: exposed as /dev/ublkb{dev_id}");
-                self.exposed.insert(volume, (dev_id, stopper));
-            }
+            Event::Ublk(ev) => self.on_ublk(ev),
             Event::Established { gen, pair } => {
                 let Some(conn) = self.conn.as_mut().filter(|c| c.gen == gen) else {
                     return;
@@ -649,6 +640,9 @@ impl Driver {
                 );
             }
             Output::Complete { request, result } => {
+                if self.ublk_complete(request.0, &result) {
+                    return;
+                }
                 if let Some(reply) = self.requests.remove(&request.0) {
                     let _ = reply.send(result.map_err(|e| format!("{e:?}")));
                 }
@@ -904,7 +898,11 @@ impl Driver {
                 reply,
             ),
             Request::Primary { force } => self.admin_cmd(AdminCommand::Primary { force }, reply),
-            Request::Secondary => self.admin_cmd(AdminCommand::Secondary, reply),
+            Request::Secondary => {
+                if !self.ublk_check_open(Request::Secondary, reply.clone()) {
+                    self.admin_cmd(AdminCommand::Secondary, reply);
+                }
+            }
             Request::Invalidate { volume } => self.admin_cmd(
                 AdminCommand::Invalidate {
                     volume: Volume(volume),
@@ -1005,9 +1003,10 @@ impl Driver {
             }
             Request::Expose { volume } => self.expose(volume, reply),
             Request::Down => {
-                for (_, (_, stopper)) in std::mem::take(&mut self.exposed) {
-                    // The queue threads finish the requests in flight, then the device goes.
-                    let _ = stopper.stop();
+                // The ublk devices go first (refused while held open); Down comes back here
+                // once they are gone.
+                if self.ublk_down_pending() || self.ublk_check_open(Request::Down, reply.clone()) {
+                    return;
                 }
                 if self.engine.is_some() {
                     let (tx, _rx) = crossbeam_channel::unbounded();
@@ -1024,51 +1023,6 @@ impl Driver {
                 self.down_at = Some((reply, std::time::Instant::now() + Duration::from_secs(10)));
             }
         }
-    }
-
-    /// Starts a ublk device for `volume` off the driver thread: adding the device makes the
-    /// kernel read it (partition scan), and those reads need this thread.
-    fn expose(&mut self, volume: u16, reply: Sender<Response>) {
-        if let Some((id, _)) = self.exposed.get(&volume) {
-            let _ = reply.send(Response::Exposed {
-                device: format!("/dev/ublkb{id}"),
-            });
-            return;
-        }
-        let size = self.engine.as_ref().and_then(|e| {
-            e.status()
-                .volumes
-                .iter()
-                .find(|v| v.volume.0 == volume)
-                .map(|v| v.size_sectors * 512)
-        });
-        let Some(size) = size.filter(|s| *s > 0) else {
-            let _ = reply.send(Response::Error {
-                message: format!("volume {volume} is not attached"),
-            });
-            return;
-        };
-        let tx = self.tx.clone();
-        let name = format!("{}-{volume}", self.opts.resource);
-        std::thread::spawn(
-            move || match crate::upper::expose(tx.clone(), volume, &name, size) {
-                Ok((dev_id, stopper)) => {
-                    let _ = tx.send(Event::Exposed {
-                        volume,
-                        dev_id,
-                        stopper,
-                    });
-                    let _ = reply.send(Response::Exposed {
-                        device: format!("/dev/ublkb{dev_id}"),
-                    });
-                }
-                Err(e) => {
-                    let _ = reply.send(Response::Error {
-                        message: format!("ublk: {e}"),
-                    });
-                }
-            },
-        );
     }
 
     fn admin_cmd(&mut self, cmd: AdminCommand, reply: Sender<Response>) {

@@ -15,6 +15,22 @@
 //! Both add the device, run one thread per queue, call `on_started` with the device id once
 //! `/dev/ublkb<id>` exists, and return, deleting the device, when it is stopped
 //! ([`Stopper::stop`], a signal via [`Signals`], or `ublk del`).
+//!
+//! # When the server dies: no `UBLK_F_USER_RECOVERY`
+//!
+//! The device is added without any recovery flag (`ctrl_flags` 0), on purpose. If the process
+//! exits or crashes, the driver then fails every request it had handed to us, and every later
+//! one, with EIO and deletes the device. A request is only ever reported done by our own
+//! COMMIT, which the engine path sends only after `Output::Complete` (protocol C: local disk
+//! and peer), so a write is never reported done unless it is durable on both nodes; an
+//! interrupted write is reported failed, which is the truth as far as the kernel knows.
+//! The recovery modes were rejected because each keeps the device (and its mount) alive across
+//! a restart in which the cluster may have promoted the peer: plain `USER_RECOVERY` parks new
+//! I/O until a restarted server (which comes back Secondary, and may never be allowed to be
+//! Primary again) takes the device over; `USER_RECOVERY_REISSUE` also re-sends the writes in
+//! flight at the crash, which may then land on a node that is no longer the up-to-date one;
+//! `USER_RECOVERY_FAIL_IO` (6.13+, not in the lab's 6.12) fails I/O like no recovery but keeps
+//! the stale device around. DRBD itself has no "resume after the module died" either.
 
 mod dispatch;
 mod memdisk;
@@ -205,7 +221,8 @@ where
     Q: Fn(u16, &libublk::io::UblkDev) + Send + Sync + Clone + 'static,
 {
     config.validate()?;
-    // No ctrl flags: plain per-tag buffers work on every kernel with ublk (6.0+).
+    // No ctrl flags: plain per-tag buffers work on every kernel with ublk (6.0+), and no
+    // USER_RECOVERY (see the module docs: a dead server's requests fail, never complete).
     let ctrl = libublk::ctrl::UblkCtrlBuilder::default()
         .name(&config.name)
         .id(config.dev_id.map_or(-1, |id| id as i32))
