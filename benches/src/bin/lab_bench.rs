@@ -339,6 +339,9 @@ main
 }
 
 /// The guest part after the pair helpers: device setup per row, then `bench`.
+///
+/// `ping-timeout 30` (3 s, default 0.5 s) for every pair: the starved TCG guest otherwise
+/// drops udrbd <-> udrbd connections on PingAck time-outs mid-run (first run, see README).
 const LAB_SH: &str = r#"
 W=/scratch/bench
 mkdir -p $W /var/lib/drbd /run/drbd
@@ -348,7 +351,7 @@ conf() { # file resource disk_a disk_b
     cat > "$1" <<EOC
 global { usage-count no; }
 common {
-  net  { protocol C; connect-int 2; ping-int 3; }
+  net  { protocol C; connect-int 2; ping-int 3; ping-timeout 30; }
   disk { c-plan-ahead 0; resync-rate 1000M; }
 }
 resource $2 {
