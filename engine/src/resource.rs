@@ -804,6 +804,15 @@ impl Resource {
         if old.conn == ConnState::WFReportParams && new.conn >= ConnState::Connected {
             self.send_state(vol);
         }
+        // Every bitmap exchange starts from bit 0: a connection that outlived an earlier
+        // exchange (detach and re-attach while connected) must not resume the old cursors.
+        let exchange = |c: ConnState| matches!(c, ConnState::WFBitMapS | ConnState::WFBitMapT);
+        if exchange(new.conn) && !exchange(old.conn) {
+            if let Some(d) = self.devs.get_mut(&vol) {
+                d.bm_rx = BmCursor::default();
+                d.bm_tx = BmCursor::default();
+            }
+        }
         if new.conn == ConnState::WFBitMapS && old.conn != ConnState::WFBitMapS {
             self.send_bitmap(vol);
         }

@@ -727,3 +727,52 @@ fn every_packet_we_send_decodes_with_udrbd_wire() {
     }
     assert!(decoded > 100, "only {decoded} packets checked");
 }
+
+/// A disk whose meta-data says "crashed Primary" (MDF_CRASHED_PRIMARY) keeps saying so when it is
+/// attached to a running node, not only at start: with equal UUIDs, rule 40 then makes it the
+/// SyncSource of its activity-log bits (drbd_adm_attach). Sim seed 5984.
+#[test]
+fn attaching_a_crashed_primary_disk_resyncs_its_bits() {
+    let mut p = up_to_date_pair();
+    Pair::admin(&mut p.a, AdminCommand::Secondary);
+    p.drive_until(|p| p.b.r.peer_role() == Role::Secondary);
+    let uuids = p.a.r.uuids(Volume(0)).expect("attached");
+    let peer = p.b.r.uuids(Volume(0)).expect("attached");
+    assert_eq!((uuids[0] & !1, &uuids[1..]), (peer[0] & !1, &peer[1..]));
+    Pair::admin(&mut p.a, AdminCommand::Detach { volume: Volume(0) });
+    p.drive_until(|p| p.b.r.peer_disk_state(Volume(0)) == Some(DiskState::Diskless));
+    // While detached, the backing device got a block the peer never saw (a write the crashed
+    // Primary's activity log covers; the restart's apply-al set its bit).
+    p.a.disk[8 * 512..16 * 512].fill(0x77);
+    let backing = SECTORS + 2048;
+    let mut disk = AttachedDisk::fresh(
+        MetaLayout::internal_data_sectors(backing),
+        MetaLayout::internal(backing),
+    );
+    disk.uuids = uuids;
+    disk.flags = udrbd_engine::resource::MDF_CONSISTENT
+        | udrbd_engine::resource::MDF_WAS_UP_TO_DATE
+        | udrbd_engine::resource::MDF_CRASHED_PRIMARY;
+    disk.bitmap = vec![0; disk.bitmap.len()];
+    disk.bitmap[0] = 1 << 1; // block 1 = sectors 8..16
+    Pair::admin(
+        &mut p.a,
+        AdminCommand::Attach {
+            volume: Volume(0),
+            disk: Box::new(disk),
+        },
+    );
+    p.drive_until(|p| {
+        p.connected()
+            && p.a.r.disk_state(Volume(0)) == Some(DiskState::UpToDate)
+            && p.b.r.disk_state(Volume(0)) == Some(DiskState::UpToDate)
+            && p.a.r.out_of_sync_blocks(Volume(0)) == Some(0)
+    });
+    assert!(
+        p.a.log.iter().any(|l| l == "uuid_compare()=1 by rule 40"),
+        "{:#?}",
+        p.a.log
+    );
+    assert_eq!(&p.b.disk[8 * 512..16 * 512], &[0x77; 4096][..]);
+    assert!(p.a.disk == p.b.disk);
+}
