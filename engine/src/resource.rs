@@ -2254,7 +2254,7 @@ impl Resource {
         // replays the activity log only for meta-data that says Primary (drbd_set_role syncs the
         // meta-data before returning).
         let primary_durable = self.devs[&v].ld.as_ref().map_or(true, |ld| {
-            ld.d.flags & MDF_PRIMARY_IND == 0 || self.devs[&v].durable_flags & MDF_PRIMARY_IND != 0
+            ld.d.flags & MDF_PRIMARY_IND == 0 || self.primary_ind_durable(v)
         });
         if has_disk && !primary_durable {
             self.write_superblock(v, false);
@@ -2295,6 +2295,15 @@ impl Resource {
             }
         }
         self.submit_write(cookie);
+    }
+
+    /// MDF_PRIMARY_IND is on disk and stays there: a superblock still in flight from before a
+    /// quick demote/promote may clear it again when it lands.
+    fn primary_ind_durable(&self, v: u16) -> bool {
+        self.devs[&v].durable_flags & MDF_PRIMARY_IND != 0
+            && !self.ios.values().any(|io| {
+                matches!(io, Io::Superblock { vol, flags } if *vol == v && flags & MDF_PRIMARY_IND == 0)
+            })
     }
 
     /// Takes an AL reference: Some(true) hot now, Some(false) transaction issued, None full.
