@@ -610,7 +610,8 @@ check first-sync-full test "$(k_resync_kb SyncSource)" = $((SIZE / 1024))
 # 100 distinct 4 KiB blocks (one bitmap bit each) spread over the device.
 BLOCKS=$(seq 0 99 | while read i; do echo $(( (i * 163 + 5) % (SIZE / 4096) )); done)
 oos_kb() {{ sed -n 's/.* oos:\([0-9]*\).*/\1/p' /proc/drbd | head -1; }}
-u_oos_kb() {{ U -- --statistics status r0 | sed -n 's/.*out-of-sync:\([0-9]*\).*/\1/p' | head -1; }}
+# `status` shows no peer volume while not connected (as drbdsetup's); events2 does.
+u_oos_kb() {{ U -- --now --statistics events2 r0 | sed -n 's/^exists peer-device.* out-of-sync:\([0-9]*\).*/\1/p' | head -1; }}
 
 section kernel writes while disconnected
 check udrbd-disconnect U disconnect r0
