@@ -194,6 +194,10 @@ enum Io {
     Bitmap {
         vol: u16,
     },
+    /// The data flush that precedes a bitmap write.
+    BitmapPreflush {
+        vol: u16,
+    },
 }
 
 /// A peer write deferred because it overlaps one in flight (spec §11.5).
@@ -951,6 +955,28 @@ impl Resource {
             d.bm_again = true;
             return;
         }
+        let dirty = match (&d.ld, &d.retired) {
+            (Some(l), _) | (None, Some(l)) => l.bitmap.has_dirty(),
+            _ => false,
+        };
+        if !dirty {
+            return;
+        }
+        // Cleared bits may only reach the disk after the data that cleared them: the kernel's
+        // meta-data writes carry REQ_PREFLUSH, so first flush the data device.
+        d.bm_in_flight = true;
+        let io = self.io_id(Io::BitmapPreflush { vol });
+        self.out.push_back(Output::DiskFlush {
+            io,
+            volume: Volume(vol),
+        });
+    }
+
+    /// The bitmap write proper, after its preflush.
+    fn write_bitmap_pages(&mut self, vol: u16) {
+        let Some(d) = self.devs.get_mut(&vol) else {
+            return;
+        };
         let ld = match (&mut d.ld, &mut d.retired) {
             (Some(l), _) => l,
             (None, Some(r)) => r,
@@ -958,6 +984,7 @@ impl Resource {
         };
         let pages = ld.bitmap.take_dirty();
         if pages.is_empty() {
+            self.bitmap_write_finished(vol, Ok(()));
             return;
         }
         let layout = ld.d.layout;
@@ -2719,6 +2746,27 @@ impl Resource {
         }
     }
 
+    fn bitmap_write_finished(&mut self, vol: u16, result: Result<(), IoErrorKind>) {
+        let d = self.devs.get_mut(&vol).expect("volumes are never removed");
+        d.bm_in_flight = false;
+        if std::mem::take(&mut d.bm_again) {
+            self.write_bitmap(vol);
+        }
+        let d = self.devs.get_mut(&vol).expect("volumes are never removed");
+        // A failed bitmap write must not be followed by the superblock that stops apply-al
+        // from replaying the activity log: keep MDF_PRIMARY_IND on disk.
+        if result.is_err() {
+            d.sb_after_bm = false;
+            self.gate.remove(&sb_token(vol));
+        } else if d.sb_after_bm && !d.bm_in_flight {
+            d.sb_after_bm = false;
+            let gated = self.gate.remove(&sb_token(vol));
+            self.write_superblock(vol, gated);
+        }
+        self.retry_al_waiters();
+        self.retry_peer_al_waiting();
+    }
+
     fn on_meta_done(&mut self, io: IoId, result: Result<(), IoErrorKind>) {
         let Some(what) = self.ios.remove(&io) else {
             return;
@@ -2738,26 +2786,7 @@ impl Resource {
                     self.write_superblock(vol, gated);
                 }
             }
-            Io::Bitmap { vol } => {
-                let d = self.devs.get_mut(&vol).expect("volumes are never removed");
-                d.bm_in_flight = false;
-                if std::mem::take(&mut d.bm_again) {
-                    self.write_bitmap(vol);
-                }
-                let d = self.devs.get_mut(&vol).expect("volumes are never removed");
-                // A failed bitmap write must not be followed by the superblock that stops apply-al
-                // from replaying the activity log: keep MDF_PRIMARY_IND on disk.
-                if result.is_err() {
-                    d.sb_after_bm = false;
-                    self.gate.remove(&sb_token(vol));
-                } else if d.sb_after_bm && !d.bm_in_flight {
-                    d.sb_after_bm = false;
-                    let gated = self.gate.remove(&sb_token(vol));
-                    self.write_superblock(vol, gated);
-                }
-                self.retry_al_waiters();
-                self.retry_peer_al_waiting();
-            }
+            Io::Bitmap { vol } => self.bitmap_write_finished(vol, result),
             _ => {}
         }
         if was_gate {
@@ -3007,6 +3036,12 @@ impl Resource {
                     }
                 }
                 self.flush_ready_epochs();
+            }
+            Io::BitmapPreflush { vol } => {
+                if result.is_err() {
+                    self.local_io_error(vol, "FLUSH");
+                }
+                self.write_bitmap_pages(vol);
             }
             Io::AlTransaction { .. } | Io::Superblock { .. } | Io::Bitmap { .. } => {}
         }
