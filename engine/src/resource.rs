@@ -2248,7 +2248,19 @@ impl Resource {
         let has_disk =
             self.devs[&v].ld.is_some() && self.devs[&v].st.disk >= DiskState::Inconsistent;
         let (remote, _) = self.remote_mode(v);
-        if !has_disk && !remote {
+        // Writes need a path to current data (drbd_req.c may_do_writes): an Inconsistent
+        // Primary that lost its UpToDate peer fails them rather than diverge unseen.
+        let st = self.devs[&v].st;
+        let current = st.disk == DiskState::UpToDate || st.pdsk == DiskState::UpToDate;
+        if (!has_disk && !remote) || !current {
+            self.log(
+                LogLevel::Error,
+                Some(Volume(v)),
+                format!(
+                    "IO ERROR: neither local nor remote data, sector {sector}+{}",
+                    len / 512
+                ),
+            );
             self.out.push_back(Output::Complete {
                 request: id,
                 result: Err(RequestError::NoData),
