@@ -2414,7 +2414,11 @@ impl Resource {
         let (v, sector, len, kind, fua, preflush) =
             (r.volume.0, r.sector, r.len_bytes, r.kind, r.fua, r.preflush);
         let data = r.data.clone();
-        let has_local = r.local != Local::None;
+        // A disk detached while the write waited (activity log, resync) is not written: its
+        // data would exist only on a disk that no longer belongs to the device.
+        let disk_usable =
+            self.devs[&v].ld.is_some() && self.devs[&v].st.disk >= DiskState::Inconsistent;
+        let has_local = r.local != Local::None && disk_usable;
         let (remote, oos) = self.remote_mode(v);
         let st = self.devs[&v].st;
         let in_sync_state = st.conn.is_sync();
