@@ -148,6 +148,10 @@ struct Device {
     negotiated_disk: DiskState,
     /// Peer's state word was seen in this connection.
     got_state: bool,
+    /// Data payload sectors sent / received (P_DATA, P_DATA_REPLY, P_RS_DATA_REPLY): the
+    /// kernel's send_cnt / recv_cnt behind `drbdsetup status --statistics` sent:/received:.
+    send_cnt: u64,
+    recv_cnt: u64,
 }
 
 /// Why a local I/O was issued.
@@ -360,6 +364,8 @@ impl Resource {
                     bm_again: false,
                     negotiated_disk: disk,
                     got_state: false,
+                    send_cnt: 0,
+                    recv_cnt: 0,
                 },
             );
         }
@@ -479,6 +485,14 @@ impl Resource {
         self.devs.get(&v.0)?.ld.as_ref().map(|l| l.bitmap.words())
     }
     /// Agreed device size in sectors.
+    /// Sectors of data payload sent to and received from the peer on this volume (P_DATA,
+    /// P_DATA_REPLY, P_RS_DATA_REPLY; digests and every other packet excluded), counted like the
+    /// kernel's send_cnt / recv_cnt and reset when a disk is attached. `status --statistics`
+    /// prints them in KiB (`sent:` = sent / 2, `received:` = received / 2).
+    pub fn data_sectors_sent_received(&self, v: Volume) -> Option<(u64, u64)> {
+        self.devs.get(&v.0).map(|d| (d.send_cnt, d.recv_cnt))
+    }
+
     pub fn capacity_sectors(&self, v: Volume) -> Option<u64> {
         self.devs.get(&v.0).map(|d| d.capacity)
     }
@@ -658,6 +672,11 @@ impl Resource {
         );
         b.extend_from_slice(head);
         b.extend_from_slice(data);
+        if matches!(command, cmd::DATA | cmd::DATA_REPLY | cmd::RS_DATA_REPLY) {
+            if let Some(d) = self.devs.get_mut(&vol) {
+                d.send_cnt += data.len() as u64 / 512;
+            }
+        }
         self.emit(Output::Send {
             socket: Socket::Data,
             bytes: b.freeze(),
@@ -3184,6 +3203,9 @@ impl Resource {
             }
             .into());
         }
+        if let Some(d) = &data {
+            self.devs.get_mut(&v).expect("checked").recv_cnt += d.len() as u64 / 512;
+        }
         let has_disk =
             self.devs[&v].ld.is_some() && self.devs[&v].st.disk >= DiskState::Inconsistent;
         if flags & dp::SEND_RECEIVE_ACK != 0 {
@@ -3418,7 +3440,7 @@ impl Resource {
     }
 
     fn receive_data_reply(&mut self, f: &Frame) -> Result<(), Error> {
-        let _v = self.dev_for(f)?;
+        let v = self.dev_for(f)?;
         if f.payload.len() < 24 {
             return Err(PeerMisbehaved::PayloadLength {
                 cmd: "P_DATA_REPLY",
@@ -3437,8 +3459,10 @@ impl Resource {
                     && req.sector == sector
                     && data.len() == req.len_bytes as usize =>
             {
+                let n = data.len() as u64 / 512;
                 req.read_data = Some(data);
                 req.net = Net::Acked { in_sync: false };
+                self.devs.get_mut(&v).expect("checked").recv_cnt += n;
                 self.try_complete(cookie);
                 Ok(())
             }
@@ -3477,6 +3501,7 @@ impl Resource {
             }
             .into());
         }
+        self.devs.get_mut(&v).expect("checked").recv_cnt += len as u64 / 512;
         // Without a local disk the block cannot be written: refuse it, so the SyncSource keeps
         // the range out of sync (receive_RSDataReply without ldev).
         if self.devs[&v].ld.is_none() || self.devs[&v].st.disk < DiskState::Inconsistent {
@@ -4459,6 +4484,8 @@ impl Resource {
         let d = self.devs.get_mut(&v).expect("checked");
         d.durable_flags = ld.d.flags;
         d.retired = None;
+        d.send_cnt = 0;
+        d.recv_cnt = 0;
         d.ld = Some(ld);
         if d.capacity == 0 {
             d.capacity = cap;

@@ -776,3 +776,18 @@ fn attaching_a_crashed_primary_disk_resyncs_its_bits() {
     assert_eq!(&p.b.disk[8 * 512..16 * 512], &[0x77; 4096][..]);
     assert!(p.a.disk == p.b.disk);
 }
+
+/// `status --statistics` sent:/received: count data payload only (IB-2): a full sync plus one
+/// 4 KiB write is the whole data area plus 8 sectors on both ends, and nothing the other way.
+#[test]
+fn data_sector_counters_count_payload_only() {
+    let mut p = up_to_date_pair();
+    let cap = p.a.r.capacity_sectors(Volume(0)).expect("attached");
+    p.write(1, 64, 5, 4096);
+    p.drive_until(|p| p.a.completed.contains_key(&1));
+    while p.step() {}
+    let a = p.a.r.data_sectors_sent_received(Volume(0)).expect("volume");
+    let b = p.b.r.data_sectors_sent_received(Volume(0)).expect("volume");
+    assert_eq!(a, (cap + 8, 0));
+    assert_eq!(b, (0, cap + 8));
+}
