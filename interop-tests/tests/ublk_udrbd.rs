@@ -6,8 +6,10 @@
 //! 4k random writes at QD32 and 1 MiB sequential writes; both data areas hash equal. Then
 //! `secondary` while mounted is refused with drbdsetup's text and exit code 11; after umount
 //! it succeeds and reads and writes on the demoted node's device fail; the peer promoted
-//! exposes /dev/ublkb1 and mounts the file system written through ublkb0; `down` removes the
-//! devices.
+//! exposes /dev/ublkb1 and mounts the file system written through ublkb0; both nodes wrote the
+//! same udev environment (resource, volume, serial, WWN) for the rule in ublk-target/udev/.
+//! SIGKILL of the daemon under fio fails the I/O in flight and removes the device (no
+//! USER_RECOVERY, see the frontend docs); `down` on the other node removes its device.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,12 +86,30 @@ check b-mount mount /dev/ublkb1 /mnt/b
 check b-sees-file grep -qx hello-from-a /mnt/b/f
 check b-umount umount /mnt/b
 check data-equal-after-failover uu_hashes_equal $SIZE
+cat /run/udrbd/ublk/ublkb1
+check udev-env-resource grep -qx UDRBD_RESOURCE=r0 /run/udrbd/ublk/ublkb1
+check udev-env-volume grep -qx UDRBD_VOLUME=0 /run/udrbd/ublk/ublkb1
+check udev-env-serial grep -qx UDRBD_SERIAL=udrbd-r0-0 /run/udrbd/ublk/ublkb1
+check udev-env-same-wwn-both-nodes test "$(grep WWN /run/udrbd/ublk/ublkb0)" = "$(grep WWN /run/udrbd/ublk/ublkb1)"
+
+section SIGKILL of the Primary daemon during writes
+# No USER_RECOVERY: the kernel fails what was in flight and removes the device; nothing
+# hangs and nothing is reported written after the daemon is gone.
+fio --filename=/dev/ublkb1 --ioengine=io_uring --direct=1 --name=crash --rw=randwrite --bs=4k \
+    --iodepth=32 --size=16M --time_based --runtime=120 > /scratch/crash.fio 2>&1 &
+FIO_PID=$!
+sleep 3
+kill -9 "$(cat /run/udrbd-b/r0.pid)"
+wait $FIO_PID; echo $? > /scratch/crash.rc
+echo "fio after SIGKILL: exit $(cat /scratch/crash.rc)"; tail -5 /scratch/crash.fio
+check crash-fails-inflight-io test "$(cat /scratch/crash.rc)" != 0
+check crash-removes-device wait_for 30 sh -c '! test -e /dev/ublkb1'
+check peer-sees-crash wait_for 30 sh -c 'test "$(A cstate r0)" != Connected'
 
 section down
-check b-down B down r0
-check b-device-gone wait_for 20 sh -c '! test -e /dev/ublkb1'
 check a-down A down r0
 check a-device-gone wait_for 20 sh -c '! test -e /dev/ublkb0'
+check udev-env-removed sh -c '! test -e /run/udrbd/ublk/ublkb0'
 uu_finish
 "#;
     let script = format!(
@@ -146,9 +166,15 @@ uu_finish
         "b-sees-file",
         "b-umount",
         "data-equal-after-failover",
-        "b-down",
-        "b-device-gone",
+        "udev-env-resource",
+        "udev-env-volume",
+        "udev-env-serial",
+        "udev-env-same-wwn-both-nodes",
+        "crash-fails-inflight-io",
+        "crash-removes-device",
+        "peer-sees-crash",
         "a-down",
         "a-device-gone",
+        "udev-env-removed",
     ]);
 }
