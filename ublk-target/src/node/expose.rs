@@ -31,8 +31,7 @@ use super::{refused, Driver, Event};
 use crate::control::{Request, Response};
 use crate::frontend::{self, DeviceConfig, Errno, Gate, Op, PendingIo, RequestSink, Stopper};
 
-/// The ublk control device; without it there is no ublk on this host.
-pub const UBLK_CONTROL: &str = "/dev/ublk-control";
+use crate::upper::UBLK_CONTROL;
 
 /// Where the udev rule (ublk-target/udev/65-udrbd.rules) finds who serves `ublkb<N>`: the
 /// daemon writes `<dir>/ublkb<N>` before it adds the device. Fixed, whatever the run dir is.
