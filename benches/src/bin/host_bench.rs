@@ -55,7 +55,8 @@ fn main() -> Result<()> {
         }
     }
     let dur = Duration::from_secs(secs);
-    let dir = tempdir_in("/dev/shm")?;
+    let guard = TempDir(tempdir_in("/dev/shm")?);
+    let dir = guard.0.clone();
     let mut r = Report {
         date_utc: udrbd_benches::utc_now(),
         load_avg: udrbd_benches::load_avg(),
@@ -80,7 +81,7 @@ fn main() -> Result<()> {
     r.udrbd_1m_seqwrite_qd4_mb_s = udrbd_qd(&a, dur, 4, 1 << 20, false)?.1;
     a.shutdown();
     b.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(guard);
 
     if let Some(p) = out.parent() {
         std::fs::create_dir_all(p)?;
@@ -159,6 +160,15 @@ fn print_table(r: &Report) {
         format!("{:.0} MB/s", r.tmpfs_1m_seq_mb_s),
     ]);
     println!("{}", b.markdown());
+}
+
+/// Removed on drop, also when a workload fails (the backings are 264 MiB of tmpfs each).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tempdir_in(parent: &str) -> Result<PathBuf> {
