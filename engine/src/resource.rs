@@ -1378,6 +1378,11 @@ impl Resource {
             let Some(r) = self.tl.reqs.get_mut(&c) else {
                 continue;
             };
+            // Not submitted yet (waiting for the activity log or resync traffic): it belongs to
+            // whatever connection exists when it starts, not to this one.
+            if r.kind != ReqKind::Read && r.local == Local::WaitAl && r.net == Net::None {
+                continue;
+            }
             if r.kind != ReqKind::Read && !r.barrier_acked && r.net != Net::None {
                 let (v, s, l) = (r.volume.0, r.sector, r.len_bytes);
                 r.net = Net::Lost;
