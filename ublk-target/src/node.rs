@@ -284,6 +284,9 @@ struct Driver {
     ublk: expose::Ublk,
     /// New net options waiting for the disconnect that precedes applying them.
     pending_net: Option<(NetOptions, Sender<Response>)>,
+    /// `down` waiting for its graceful disconnect: the reply, the disconnect's own answer, and
+    /// when to stop waiting and force it.
+    pending_down: Option<(Sender<Response>, Receiver<Response>, std::time::Instant)>,
 }
 
 impl Driver {
@@ -314,6 +317,7 @@ impl Driver {
             minors: BTreeMap::new(),
             ublk: expose::Ublk::default(),
             pending_net: None,
+            pending_down: None,
         }
     }
 
@@ -350,7 +354,8 @@ impl Driver {
     }
 
     fn next_wakeup(&self) -> Option<Duration> {
-        let mut best: Option<Duration> = self.down_at.as_ref().map(|_| Duration::from_millis(100));
+        let mut best: Option<Duration> = (self.down_at.is_some() || self.pending_down.is_some())
+            .then(|| Duration::from_millis(100));
         if let Some(t) = self.engine.as_ref().and_then(|e| e.poll_timeout()) {
             let now = self.now().0;
             best = Some(Duration::from_nanos(t.0.saturating_sub(now)));
@@ -1008,21 +1013,47 @@ impl Driver {
                 if self.ublk_down_pending() || self.ublk_check_open(Request::Down, reply.clone()) {
                     return;
                 }
-                if self.engine.is_some() {
-                    let (tx, _rx) = crossbeam_channel::unbounded();
-                    self.admin_cmd(AdminCommand::Disconnect { force: true }, tx.clone());
-                    for v in self.vols.keys().copied().collect::<Vec<_>>() {
-                        self.admin_cmd(AdminCommand::Detach { volume: Volume(v) }, tx.clone());
-                    }
+                if self.pending_down.is_some() {
+                    let _ = reply.send(Response::Error {
+                        message: "down is already in progress".into(),
+                    });
+                    return;
                 }
-                if let Some(mut c) = self.conn.take() {
-                    c.close();
+                // drbdsetup down disconnects gracefully first (drbd_adm_down:
+                // conn_try_disconnect(connection, 0)), so the peer sees an orderly disconnect
+                // (TearDown), not a broken pipe; it forces only when that fails.
+                let connected = self
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.conn_state() != engine::ConnState::StandAlone);
+                if connected {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    self.admin_cmd(AdminCommand::Disconnect { force: false }, tx);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    self.pending_down = Some((reply, rx, deadline));
+                    return;
                 }
-                // Leave once the detach's meta-data writes are on disk (bounded: a hung disk
-                // must not keep `down` from returning).
-                self.down_at = Some((reply, std::time::Instant::now() + Duration::from_secs(10)));
+                self.finish_down(reply);
             }
         }
+    }
+
+    /// The rest of `down`, once StandAlone (or the graceful disconnect failed or timed out):
+    /// force what is left of the connection, detach, and exit once the meta-data is written.
+    fn finish_down(&mut self, reply: Sender<Response>) {
+        if self.engine.is_some() {
+            let (tx, _rx) = crossbeam_channel::unbounded();
+            self.admin_cmd(AdminCommand::Disconnect { force: true }, tx.clone());
+            for v in self.vols.keys().copied().collect::<Vec<_>>() {
+                self.admin_cmd(AdminCommand::Detach { volume: Volume(v) }, tx.clone());
+            }
+        }
+        if let Some(mut c) = self.conn.take() {
+            c.close();
+        }
+        // Leave once the detach's meta-data writes are on disk (bounded: a hung disk must not
+        // keep `down` from returning).
+        self.down_at = Some((reply, std::time::Instant::now() + Duration::from_secs(10)));
     }
 
     fn admin_cmd(&mut self, cmd: AdminCommand, reply: Sender<Response>) {
@@ -1191,6 +1222,18 @@ impl Driver {
     }
 
     fn after_step(&mut self) {
+        if let Some((_, rx, deadline)) = &self.pending_down {
+            let standalone = self
+                .engine
+                .as_ref()
+                .is_none_or(|e| e.conn_state() == engine::ConnState::StandAlone);
+            let refused = matches!(rx.try_recv(), Ok(r) if r != Response::Ok);
+            if standalone || refused || std::time::Instant::now() >= *deadline {
+                if let Some((reply, _, _)) = self.pending_down.take() {
+                    self.finish_down(reply);
+                }
+            }
+        }
         if let Some((_, deadline)) = &self.down_at {
             if self.io.is_empty() || std::time::Instant::now() >= *deadline {
                 if let Some((reply, _)) = self.down_at.take() {
