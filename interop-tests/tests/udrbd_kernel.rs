@@ -148,6 +148,41 @@ fn read_out(out: &RunOutput, name: &str) -> String {
 /// both in drbdadm's layout; and the statistics that describe the one connection match: the
 /// same size, what one sent the other received, nothing out of sync, nothing pending.
 fn assert_status_agrees(out: &RunOutput, snap: &str) {
+    assert_status_text_agrees(out, snap);
+    let (ks, us) = status_stats(out, snap);
+    let get = |m: &BTreeMap<String, String>, side: &str, key: &str| stat(m, side, key, snap);
+    assert_eq!(
+        get(&ks, "kernel", "sent"),
+        get(&us, "udrbd", "received"),
+        "kernel sent vs udrbd received at {snap}\nkernel: {ks:?}\nudrbd: {us:?}"
+    );
+    assert_eq!(
+        get(&us, "udrbd", "sent"),
+        get(&ks, "kernel", "received"),
+        "udrbd sent vs kernel received at {snap}\nkernel: {ks:?}\nudrbd: {us:?}"
+    );
+}
+
+/// Both `status --verbose --statistics` snapshots as key:value maps.
+fn status_stats(
+    out: &RunOutput,
+    snap: &str,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    (
+        stats(&read_out(out, &format!("{snap}.kernel"))),
+        stats(&read_out(out, &format!("{snap}.udrbd"))),
+    )
+}
+
+fn stat(m: &BTreeMap<String, String>, side: &str, key: &str, snap: &str) -> u64 {
+    m.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{side} status --statistics at {snap} has no {key}: {m:?}"))
+}
+
+/// The text part of [`assert_status_agrees`] plus the counters that must be equal whenever
+/// the two ends are quiet: size, nothing out of sync, nothing pending.
+fn assert_status_text_agrees(out: &RunOutput, snap: &str) {
     let k = read_out(out, &format!("{snap}.kernel-plain"));
     let u = read_out(out, &format!("{snap}.udrbd-plain"));
     let kv = View::parse(&k).unwrap_or_else(|e| panic!("kernel status at {snap}: {e}"));
@@ -161,13 +196,8 @@ fn assert_status_agrees(out: &RunOutput, snap: &str) {
         kv.mirrored().render(),
         "udrbdadm status at {snap} is the kernel's status from the other end\nkernel:\n{k}"
     );
-    let ks = stats(&read_out(out, &format!("{snap}.kernel")));
-    let us = stats(&read_out(out, &format!("{snap}.udrbd")));
-    let get = |m: &BTreeMap<String, String>, side: &str, key: &str| -> u64 {
-        m.get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{side} status --statistics at {snap} has no {key}: {m:?}"))
-    };
+    let (ks, us) = status_stats(out, snap);
+    let get = |m: &BTreeMap<String, String>, side: &str, key: &str| stat(m, side, key, snap);
     assert_eq!(
         get(&ks, "kernel", "size"),
         get(&us, "udrbd", "size"),
@@ -184,16 +214,6 @@ fn assert_status_agrees(out: &RunOutput, snap: &str) {
             assert_eq!(get(m, side, key), 0, "{side} {key} at {snap}: {m:?}");
         }
     }
-    assert_eq!(
-        get(&ks, "kernel", "sent"),
-        get(&us, "udrbd", "received"),
-        "kernel sent vs udrbd received at {snap}\nkernel: {ks:?}\nudrbd: {us:?}"
-    );
-    assert_eq!(
-        get(&us, "udrbd", "sent"),
-        get(&ks, "kernel", "received"),
-        "udrbd sent vs kernel received at {snap}\nkernel: {ks:?}\nudrbd: {us:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,8 +724,42 @@ uk_finish
         "udrbd-down",
         "kernel-down",
     ]);
-    assert_status_agrees(&out, "after-resync-1");
-    assert_status_agrees(&out, "after-resync-2");
+    // The kernel zeroes sent/received at the admin `connect` (drbd_adm_connect) and at
+    // `attach`, not at a reconnect after a connection loss. So the side that ran `connect`
+    // counts from there: its counters show that only the bitmap's 400 KiB moved.
+    for snap in ["after-resync-1", "after-resync-2"] {
+        assert_status_text_agrees(&out, snap);
+    }
+    let size_kib = {
+        let (ks, _) = status_stats(&out, "after-resync-1");
+        stat(&ks, "kernel", "size", "after-resync-1")
+    };
+    let (ks, us) = status_stats(&out, "after-resync-1");
+    let get =
+        |m: &BTreeMap<String, String>, side: &str, key: &str| stat(m, side, key, "after-resync-1");
+    assert_eq!(
+        get(&us, "udrbd", "received"),
+        400,
+        "udrbd connected again: {us:?}"
+    );
+    assert_eq!(
+        get(&ks, "kernel", "sent"),
+        size_kib + 400,
+        "full sync + bitmap: {ks:?}"
+    );
+    let (ks, us) = status_stats(&out, "after-resync-2");
+    let get =
+        |m: &BTreeMap<String, String>, side: &str, key: &str| stat(m, side, key, "after-resync-2");
+    assert_eq!(
+        (get(&ks, "kernel", "received"), get(&ks, "kernel", "sent")),
+        (400, 0),
+        "kernel connected again: {ks:?}"
+    );
+    assert_eq!(
+        (get(&us, "udrbd", "sent"), get(&us, "udrbd", "received")),
+        (400, 400),
+        "udrbd since its connect: {us:?}"
+    );
     // No replicated writes here (they happen while disconnected); disconnects are cluster-wide
     // connection state changes.
     let mut must = CONNECT_SYNC.to_vec();
@@ -757,6 +811,9 @@ check synced-4 wait_for 300 uk_synced
 check data-equal-2 uk_hashes_equal
 section teardown
 check udrbd-down U down r0
+check kernel-sees-teardown wait_for 20 sh -c "dmesg | tail -n 30 | grep -q 'conn( Connected -> TearDown )'"
+# Every disconnect in this run was orderly: none looked like a broken connection.
+check no-broken-pipe sh -c "! dmesg | grep -E 'BrokenPipe|short read|sock was shut down'"
 check kernel-down K down r0
 uk_finish
 "#
@@ -787,6 +844,8 @@ uk_finish
         "synced-4",
         "data-equal-2",
         "udrbd-down",
+        "kernel-sees-teardown",
+        "no-broken-pipe",
         "kernel-down",
     ]);
     let mut must = connect_sync_write();
