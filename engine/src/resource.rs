@@ -4558,8 +4558,12 @@ impl Resource {
             return Err(state_refusal(rv::RESYNC_RUNNING));
         }
         if st.conn >= ConnState::Connected {
-            if remote && st.pdsk < DiskState::Inconsistent {
+            // Either direction starts a resync, which needs the peer's disk (is_valid_state).
+            if st.pdsk < DiskState::Inconsistent {
                 return Err(state_refusal(rv::NO_REMOTE_DISK));
+            }
+            if st.disk < DiskState::Inconsistent {
+                return Err(state_refusal(rv::NO_LOCAL_DISK));
             }
             if !remote && st.role == Role::Primary {
                 return Err(state_refusal(rv::NO_UP_TO_DATE_DISK));
@@ -4713,6 +4717,18 @@ impl Resource {
         }
         if self.resolve_conflicts && self.pending_change.is_some() {
             code = rv::CONCURRENT_ST_CHG;
+        }
+        // A resync start needs both disks usable (is_valid_state: conn > Connected with a disk
+        // below Inconsistent), e.g. not while our freshly attached disk still negotiates.
+        if matches!(
+            conn_req,
+            Some(ConnState::StartingSyncS | ConnState::StartingSyncT)
+        ) {
+            if st.disk < DiskState::Inconsistent {
+                code = rv::NO_LOCAL_DISK;
+            } else if st.pdsk < DiskState::Inconsistent {
+                code = rv::NO_REMOTE_DISK;
+            }
         }
         let mut reply = [0u8; 4];
         reply.copy_from_slice(&code.to_be_bytes());
