@@ -996,17 +996,19 @@ impl Resource {
         let Some(d) = self.devs.get_mut(&vol) else {
             return;
         };
-        let ld = match (&mut d.ld, &mut d.retired) {
-            (Some(l), _) => l,
-            (None, Some(r)) => r,
-            _ => return,
+        let pages = match (&mut d.ld, &mut d.retired) {
+            (Some(l), _) | (None, Some(l)) => l.bitmap.take_dirty(),
+            _ => Vec::new(),
         };
-        let pages = ld.bitmap.take_dirty();
         if pages.is_empty() {
+            // Nothing left to write (or the disk is gone): the write is over all the same.
             self.bitmap_write_finished(vol, Ok(()));
             return;
         }
-        let layout = ld.d.layout;
+        let d = &self.devs[&vol];
+        let Some(layout) = d.ld.as_ref().or(d.retired.as_ref()).map(|l| l.d.layout) else {
+            return;
+        };
         let mut writes: Vec<MetaWrite> = Vec::new();
         let mut first_word = u64::MAX;
         let mut all = Vec::new();
