@@ -59,6 +59,9 @@ struct Report {
     guest: String,
     fio: String,
     guest_wall_s: f64,
+    /// "PingAck did not arrive in time" lines: kernel (guest dmesg, all kernel rows) and each
+    /// udrbd log; a lost connection mid-run makes a row's figures meaningless.
+    ping_ack_timeouts: BTreeMap<String, usize>,
     rows: BTreeMap<String, Row>,
     ratios_udrbd_over_kernel: BTreeMap<String, BTreeMap<String, f64>>,
 }
@@ -138,6 +141,7 @@ fn main() -> Result<()> {
             "io_uring direct=1 size=256M time_based runtime={runtime} ramp_time={ramp} norandommap lat_percentiles=1; 1M QD8 fill first"
         ),
         guest_wall_s: run.wall.as_secs_f64(),
+        ping_ack_timeouts: ping_ack_timeouts(&run.out_dir),
         rows,
         ratios_udrbd_over_kernel: ratios,
     };
@@ -211,6 +215,10 @@ fn print_tables(r: &Report) {
         }
     }
     println!("{}", q.markdown());
+    println!(
+        "PingAck time-outs (lost connections): {:?}",
+        r.ping_ack_timeouts
+    );
 }
 
 /// Reads `/out/<key>-<job>.json` (fio's JSON output); a missing or failed job leaves the row
@@ -246,6 +254,19 @@ fn row(out: &Path, key: &str, desc: &str) -> Row {
     row.qd32_lat_p50_us = jobs["qd32"].p50_us;
     row.seq_1m_mb_s = jobs["seq"].bw_bytes / 1e6;
     row
+}
+
+fn ping_ack_timeouts(out: &Path) -> BTreeMap<String, usize> {
+    ["dmesg.txt", "udrbd-a.log", "udrbd-b.log", "udrbd-mixed.log"]
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
+            (
+                f.to_string(),
+                text.matches("PingAck did not arrive").count(),
+            )
+        })
+        .collect()
 }
 
 struct FioWrite {
@@ -434,6 +455,7 @@ main() {
     udrbd_pair
     mixed_pair
     section done
+    dmesg > /out/dmesg.txt
     true
 }
 "#;
