@@ -1,6 +1,10 @@
-//! CI's simulator sweep: many seeds per run, 0 violations. The seeds start at a base derived
-//! from the git commit (so every commit explores new runs, and a failure replays with the printed
-//! seed); `UDRBD_SIM_SEED_BASE` and `UDRBD_SIM_SEEDS` override base and count.
+//! CI's simulator sweep: 10,000 seeds per run from a fixed base, so a run's verdict is a
+//! function of the code alone. Every failure must be new to fail the test: seeds listed in
+//! sim/known-failures.txt (open engine bugs) are reported, not failed, until they are fixed.
+//! `explore_from_commit_seed_base` (ignored, run by hand) sweeps from a base derived from the git
+//! commit to find new failures. `UDRBD_SIM_SEED_BASE` and `UDRBD_SIM_SEEDS` override base and count.
+
+mod known;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -9,13 +13,16 @@ use udrbd_sim::{replay_line, run_seed};
 
 const DEFAULT_SEEDS: u64 = 10_000;
 
-fn seed_base() -> u64 {
-    if let Some(b) = std::env::var("UDRBD_SIM_SEED_BASE")
+/// The CI sweep's first seed: fixed, so that known-failures.txt describes exactly what CI runs.
+const CI_SEED_BASE: u64 = 1 << 40;
+
+fn env_seed_base() -> Option<u64> {
+    std::env::var("UDRBD_SIM_SEED_BASE")
         .ok()
         .and_then(|v| v.parse().ok())
-    {
-        return b;
-    }
+}
+
+fn commit_seed_base() -> u64 {
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -30,8 +37,17 @@ fn seed_base() -> u64 {
 }
 
 #[test]
-fn ci_seed_sweep_has_no_violations() {
-    let base = seed_base();
+fn ci_seed_sweep_has_no_new_violations() {
+    sweep(env_seed_base().unwrap_or(CI_SEED_BASE));
+}
+
+#[test]
+#[ignore = "exploration: new seeds every commit; run by hand and add failures to the lists"]
+fn explore_from_commit_seed_base() {
+    sweep(env_seed_base().unwrap_or_else(commit_seed_base));
+}
+
+fn sweep(base: u64) {
     let count = std::env::var("UDRBD_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -57,8 +73,10 @@ fn ci_seed_sweep_has_no_violations() {
                 }
                 if let Err(f) = result {
                     let line = format!("seed {seed}: {f}\n  replay: {}", replay_line(seed, None));
-                    eprintln!("{line}");
-                    failures.lock().expect("no panics while held").push(line);
+                    failures
+                        .lock()
+                        .expect("no panics while held")
+                        .push((seed, line));
                 }
             });
         }
@@ -73,11 +91,14 @@ fn ci_seed_sweep_has_no_violations() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    let ran: Vec<u64> = (0..count).map(|i| base.wrapping_add(i)).collect();
+    let new = known::judge(&ran, failures);
     assert!(
-        failures.is_empty(),
-        "{} of {count} seeds failed (add them to sim/regressions.txt):\n{}",
-        failures.len(),
-        failures.join("\n")
+        new.is_empty(),
+        "{} of {count} seeds failed that are not known open bugs (fix, or add to \
+         sim/regressions.txt and, while the bug is open, sim/known-failures.txt):\n{}",
+        new.len(),
+        new.join("\n")
     );
 }
 
