@@ -148,6 +148,9 @@ struct Device {
     negotiated_disk: DiskState,
     /// Peer's state word was seen in this connection.
     got_state: bool,
+    /// Bitmap pages captured when their preflush was issued: bits cleared by writes that
+    /// complete later are not covered by that flush and wait for the next bitmap write.
+    bm_snapshot: Vec<(u64, Vec<u64>)>,
     /// Data payload sectors sent / received (P_DATA, P_DATA_REPLY, P_RS_DATA_REPLY): the
     /// kernel's send_cnt / recv_cnt behind `drbdsetup status --statistics` sent:/received:.
     send_cnt: u64,
@@ -364,6 +367,7 @@ impl Resource {
                     bm_again: false,
                     negotiated_disk: disk,
                     got_state: false,
+                    bm_snapshot: Vec::new(),
                     send_cnt: 0,
                     recv_cnt: 0,
                 },
@@ -974,13 +978,14 @@ impl Resource {
             d.bm_again = true;
             return;
         }
-        let dirty = match (&d.ld, &d.retired) {
-            (Some(l), _) | (None, Some(l)) => l.bitmap.has_dirty(),
-            _ => false,
+        let pages = match (&mut d.ld, &mut d.retired) {
+            (Some(l), _) | (None, Some(l)) => l.bitmap.take_dirty(),
+            _ => Vec::new(),
         };
-        if !dirty {
+        if pages.is_empty() {
             return;
         }
+        d.bm_snapshot = pages;
         // Cleared bits may only reach the disk after the data that cleared them: the kernel's
         // meta-data writes carry REQ_PREFLUSH, so first flush the data device.
         d.bm_in_flight = true;
@@ -996,11 +1001,8 @@ impl Resource {
         let Some(d) = self.devs.get_mut(&vol) else {
             return;
         };
-        let pages = match (&mut d.ld, &mut d.retired) {
-            (Some(l), _) | (None, Some(l)) => l.bitmap.take_dirty(),
-            _ => Vec::new(),
-        };
-        if pages.is_empty() {
+        let pages = std::mem::take(&mut d.bm_snapshot);
+        if pages.is_empty() || (d.ld.is_none() && d.retired.is_none()) {
             // Nothing left to write (or the disk is gone): the write is over all the same.
             self.bitmap_write_finished(vol, Ok(()));
             return;
@@ -1022,11 +1024,18 @@ impl Resource {
             .last()
             .map(|(fw, w)| fw + w.len() as u64)
             .unwrap_or(first_word);
-        let words = self.devs[&vol]
+        let mut words = self.devs[&vol]
             .ld
             .as_ref()
             .map(|l| l.bitmap.words()[first_word as usize..last as usize].to_vec())
             .unwrap_or_default();
+        // What is written is the snapshot, not what memory holds now.
+        for (fw, w) in &all {
+            let at = (fw - first_word) as usize;
+            if let Some(dst) = words.get_mut(at..at + w.len()) {
+                dst.copy_from_slice(w);
+            }
+        }
         self.devs.get_mut(&vol).expect("exists").bm_in_flight = true;
         let io = self.io_id(Io::Bitmap { vol });
         self.out.push_back(Output::WriteMeta {
