@@ -4,11 +4,11 @@
 //! `udrbd_pair_ublk_device` (one boot): `primary` exposes /dev/ublkb0 by itself (512/4096
 //! blocks, depth 128, one queue per CPU, write-back cache + FUA); fio with crc32c verify for
 //! 4k random writes at QD32 and 1 MiB sequential writes; both data areas hash equal. Then
-//! `secondary` while mounted is refused with drbdsetup's text and exit code 11; after umount
-//! it succeeds and reads and writes on the demoted node's device fail; the peer promoted
-//! exposes /dev/ublkb1 and mounts the file system written through ublkb0; both nodes wrote the
-//! same udev environment (resource, volume, serial, WWN) for the rule in ublk-target/udev/.
-//! SIGKILL of the daemon under fio fails the I/O in flight and removes the device (no
+//! `secondary` (and `down`) while mounted is refused with drbdsetup's text and exit code 11;
+//! after umount it succeeds and reads and writes on the demoted node's device fail; the peer
+//! promoted exposes /dev/ublkb1 and mounts the file system written through ublkb0; both nodes
+//! wrote the same udev environment (resource, volume, serial, WWN) for the rule in
+//! ublk-target/udev/. SIGKILL of the daemon under fio fails the I/O in flight and removes the device (no
 //! USER_RECOVERY, see the frontend docs); `down` on the other node removes its device.
 
 use std::path::PathBuf;
@@ -73,6 +73,12 @@ echo "secondary while mounted: exit $(cat /scratch/sec.rc)"; cat /scratch/sec.ou
 check secondary-refused-exit-11 test "$(cat /scratch/sec.rc)" = 11
 check secondary-refused-text grep -qx '0: State change failed: (-12) Device is held open by someone' /scratch/sec.out
 check still-primary test "$(A role r0)" = Primary/Secondary
+A down r0 > /scratch/down.out 2>&1; echo $? > /scratch/down.rc
+echo "down while mounted: exit $(cat /scratch/down.rc)"; cat /scratch/down.out
+check down-refused-exit-11 test "$(cat /scratch/down.rc)" = 11
+check down-refused-text grep -q '(-12) Device is held open by someone' /scratch/down.out
+still_up() { [ "$(A cstate r0)" = Connected ] && test -b /dev/ublkb0 && grep -qx hello-from-a /mnt/a/f; }
+check still-up-after-refused-down still_up
 check umount umount /mnt/a
 check a-secondary A secondary r0
 check device-stays test -b $DEV
@@ -155,6 +161,9 @@ uu_finish
         "secondary-refused-exit-11",
         "secondary-refused-text",
         "still-primary",
+        "down-refused-exit-11",
+        "down-refused-text",
+        "still-up-after-refused-down",
         "umount",
         "a-secondary",
         "device-stays",

@@ -138,8 +138,11 @@ fn serve_client(node: &Node, stream: UnixStream) -> bool {
             }
             Request::Down => {
                 let resp = node.call(Request::Down);
-                write_response(&mut w, resp);
-                return true;
+                // A refused `down` (device held open) leaves the daemon running.
+                let done = matches!(resp, Response::Ok);
+                if !write_response(&mut w, resp) || done {
+                    return done;
+                }
             }
             req => {
                 let resp = node.call(req);
