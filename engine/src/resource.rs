@@ -732,6 +732,23 @@ impl Resource {
         {
             new.disk = DiskState::Inconsistent;
         }
+        // The connection broke before "Negotiating" finished (sanitize_state): keep the disk
+        // with its attach-time state, unless a Primary exposes other data (then detach).
+        let mut drop_disk = false;
+        if new.conn < ConnState::Connected && new.disk == DiskState::Negotiating {
+            let same_data = d.ld.as_ref().is_some_and(|l| {
+                new.role != Role::Primary
+                    || d.ed_uuid == 0
+                    || l.d.uuids[UI_CURRENT] & !1 == d.ed_uuid & !1
+            });
+            if same_data {
+                new.disk = d.negotiated_disk;
+            } else {
+                new.disk = DiskState::Diskless;
+                new.pdsk = DiskState::DUnknown;
+                drop_disk = true;
+            }
+        }
         if new.conn < ConnState::WFReportParams {
             new.peer = Role::Unknown;
             if new.pdsk > DiskState::Outdated || new.pdsk == DiskState::Inconsistent {
@@ -745,6 +762,9 @@ impl Resource {
         }
         if new == old {
             return;
+        }
+        if drop_disk {
+            d.retired = d.ld.take();
         }
         d.st = new;
         let line = DrbdState::change_line(&old, &new);
